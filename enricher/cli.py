@@ -1,0 +1,78 @@
+"""The `enricher` command. Each subcommand imports only what it needs, so `enricher lint`
+starts without loading the server stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from enricher.config import ConfigError, load_config
+
+    try:
+        config = load_config(
+            args.config, overrides={"listen": args.listen, "data_dir": args.data_dir}
+        )
+    except ConfigError as exc:
+        print(f"enricher: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    from enricher.server import run
+
+    return run(config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from enricher.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from enricher.lint.cli import main as lint_main
+
+    return lint_main(args.rest)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from enricher.replay import main as replay_main
+
+    return replay_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enricher", description="Turns Prometheus alerts into pages worth reading."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--config", help="YAML configuration file (default: embedded defaults)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
+    serve.add_argument("--data-dir", dest="data_dir", help="directory for the durable store")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    for name, func, text in (
+        ("lint", _lint, "check alert rule files (enricher lint --help)"),
+        ("replay", _replay, "re-run analysis and delivery from a stored bundle"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

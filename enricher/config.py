@@ -1,0 +1,262 @@
+"""Configuration: one YAML file, `ENRICHER_*` environment overrides, validated at start-up.
+
+Why one model: an operator must learn about a bad value before the first alert arrives, with
+the exact field path (`notifiers.webhook.url: invalid URL`), not at 3 a.m. when a stage first
+touches it. Every field has a default, so the service runs with no file at all.
+
+Environment overrides use `ENRICHER_` plus the field path joined by double underscores:
+`ENRICHER_LISTEN`, `ENRICHER_DATA_DIR`, `ENRICHER_INTAKE__MAX_BODY_BYTES`. Values are read as
+YAML scalars, so `ENRICHER_NOTIFIERS__LOG__ENABLED=false` is a boolean. Secrets can also come
+from files: every `*_file` field is read at start-up and wins over the inline value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from enricher.sources.config import SourcesConfig
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 1m or 500ms")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError("expected a duration such as 30s, 1m or 500ms")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret(inline: str | None, path: Path | None, what: str) -> str | None:
+    if path is None:
+        return inline
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what}: {exc.strerror}") from None
+
+
+class BasicAuth(_Model):
+    username: str
+    password: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load(self) -> BasicAuth:
+        self.password = _read_secret(self.password, self.password_file, "password_file")
+        if not self.password:
+            raise ValueError("password or password_file is required")
+        return self
+
+
+class AuthConfig(_Model):
+    """Credentials Alertmanager sends through `http_config` (authorization or basic_auth)."""
+
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    basic: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _load(self) -> AuthConfig:
+        self.bearer_token = _read_secret(
+            self.bearer_token, self.bearer_token_file, "bearer_token_file"
+        )
+        if self.bearer_token is not None and not self.bearer_token:
+            raise ValueError("bearer_token is empty")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bearer_token or self.basic)
+
+
+class IntakeConfig(_Model):
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Beyond this many unfinished jobs the intake answers 503 so Alertmanager keeps retrying
+    # instead of us accepting work we cannot page on in time.
+    max_backlog: int = Field(default=200_000, ge=1)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+
+class StoreConfig(_Model):
+    backend: str = Field(default="sqlite", pattern="^(sqlite)$")
+    # FULL: a 2xx means the notification reached the disk. NORMAL trades that for speed.
+    synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    max_batch: int = Field(default=512, ge=1, le=10_000)
+
+
+class StageTimeouts(_Model):
+    gather: Seconds = 8.0
+    analyse: Seconds = 15.0
+    deliver: Seconds = 10.0
+
+
+class PipelineConfig(_Model):
+    workers: int = Field(default=16, ge=1, le=1024)
+    lease: Seconds = 60.0
+    # Time from receipt until the page must be out, by severity label; `default` for the rest.
+    deadlines: dict[str, Seconds] = Field(default_factory=lambda: {"default": 30.0})
+    # Time kept back from the deadline for delivery itself.
+    delivery_reserve: Seconds = 3.0
+    timeouts: StageTimeouts = Field(default_factory=StageTimeouts)
+    max_delivery_attempts: int = Field(default=8, ge=1)
+    shutdown_grace: Seconds = 20.0
+
+    def deadline_for(self, severity: str) -> float:
+        return self.deadlines.get(severity.lower(), self.deadlines.get("default", 30.0))
+
+
+class LogNotifierConfig(_Model):
+    enabled: bool = True
+
+
+class WebhookNotifierConfig(_Model):
+    """POSTs each page as JSON to a URL we were configured with (never one from an alert)."""
+
+    url: AnyHttpUrl
+    timeout: Seconds = 5.0
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load(self) -> WebhookNotifierConfig:
+        self.bearer_token = _read_secret(
+            self.bearer_token, self.bearer_token_file, "bearer_token_file"
+        )
+        return self
+
+
+class NotifiersConfig(_Model):
+    log: LogNotifierConfig = Field(default_factory=LogNotifierConfig)
+    webhook: WebhookNotifierConfig | None = None
+
+
+class Config(_Model):
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^\[?[^\s\]]*\]?:\d{1,5}$")
+    data_dir: Path = Path("./data")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    notifiers: NotifiersConfig = Field(default_factory=NotifiersConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ConfigError(Exception):
+    """Raised with every invalid field named by its dotted path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "url_parsing" or err["type"].startswith("url_"):
+            msg = f"invalid URL ({msg})"
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn `ENRICHER_A__B=v` into {"a": {"b": v}}, values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith("ENRICHER_") or key == "ENRICHER_CONFIG":
+            continue
+        path = [p.lower() for p in key[len("ENRICHER_") :].split("__") if p]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list) or value is None:
+            value = raw if value is None else value
+        node = tree
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the file (if any), apply environment then command-line overrides, validate."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("ENRICHER_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping"])
+        data = loaded
+    _merge(data, env_overrides(environ))
+    if overrides:
+        _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None

@@ -1,0 +1,153 @@
+"""The Alertmanager webhook body (version 4), as the intake accepts it.
+
+The models are strict where a wrong value would corrupt deduplication or the page
+(version, status, timestamps) and lenient where Alertmanager versions differ (unknown
+fields are ignored; `notification_reason` and `routeLabels` are optional). Timestamps keep
+their original text because the idempotency key must match byte for byte across HA
+Alertmanagers; `datetime` views are derived on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# RFC 3339 as Go's time.Time marshals it: optional fraction of up to 9 digits, Z or offset.
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _check_rfc3339(value: str) -> str:
+    if not _RFC3339.match(value):
+        raise ValueError("not an RFC 3339 timestamp (e.g. 2025-05-01T12:00:00.123Z)")
+    parse_time(value)  # rejects impossible dates such as month 13
+    return value
+
+
+Rfc3339 = Annotated[str, AfterValidator(_check_rfc3339)]
+
+
+def parse_time(value: str) -> datetime:
+    """Parse Go's RFC 3339 text, truncating nanoseconds to Python's microseconds."""
+    m = _RFC3339.match(value)
+    if not m:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    year, month, day, hour, minute, second, frac, tz = m.groups()
+    micro = int((frac[1:] + "000000")[:6]) if frac else 0
+    text = f"{year}-{month}-{day}T{hour}:{minute}:{second}.{micro:06d}"
+    tzpart = "+00:00" if tz in ("Z", "z") else tz
+    try:
+        return datetime.fromisoformat(text + tzpart).astimezone(UTC)
+    except ValueError as exc:
+        raise ValueError(f"invalid date or time: {exc}") from None
+
+
+Labels = dict[str, str]
+
+
+class Alert(BaseModel):
+    """One alert inside a notification."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["firing", "resolved"]
+    labels: Labels
+    annotations: Labels = Field(default_factory=dict)
+    startsAt: Rfc3339
+    endsAt: Rfc3339 = ZERO_TIME
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+    @property
+    def starts_at(self) -> datetime:
+        return parse_time(self.startsAt)
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """None while firing: Alertmanager blanks endsAt to the zero time for firing alerts."""
+        if self.endsAt == ZERO_TIME or self.endsAt.startswith("0001-"):
+            return None
+        return parse_time(self.endsAt)
+
+    @property
+    def identity(self) -> str:
+        """The fingerprint, or a hash of the label set when a sender leaves it out."""
+        if self.fingerprint:
+            return self.fingerprint
+        canon = "\x00".join(f"{k}\x01{v}" for k, v in sorted(self.labels.items()))
+        return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class WebhookMessage(BaseModel):
+    """The body Alertmanager posts to a webhook receiver."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: Literal["4"]
+    groupKey: str
+    truncatedAlerts: int = Field(default=0, ge=0)
+    status: Literal["firing", "resolved"]
+    receiver: str
+    groupLabels: Labels = Field(default_factory=dict)
+    commonLabels: Labels = Field(default_factory=dict)
+    commonAnnotations: Labels = Field(default_factory=dict)
+    externalURL: str = ""
+    notification_reason: str | None = None
+    routeLabels: Labels | None = None
+    alerts: list[Alert] = Field(min_length=1)
+
+    def idempotency_key(self) -> str:
+        """Same key for every re-delivery of one notification, from either HA Alertmanager.
+
+        Built from the group, the notification status, and each alert's identity and the
+        time that defines its current state (startsAt while firing, endsAt once resolved),
+        so a retry or a repeat notification collides while a new firing or a resolution
+        does not.
+        """
+        h = hashlib.sha256()
+        h.update(self.groupKey.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00" + self.status.encode())
+        parts = sorted(
+            f"{a.identity}|{a.status}|{a.startsAt if a.status == 'firing' else a.endsAt}"
+            for a in self.alerts
+        )
+        for p in parts:
+            h.update(b"\x00" + p.encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+
+    def severity(self) -> str:
+        """The most urgent severity label among the alerts, for scheduling and deadlines."""
+        best = None
+        for a in self.alerts:
+            sev = a.labels.get("severity", "")
+            if best is None or severity_rank(sev) < severity_rank(best):
+                best = sev
+        return best or ""
+
+
+_RANKS = {
+    "critical": 0,
+    "page": 0,
+    "emergency": 0,
+    "high": 1,
+    "error": 1,
+    "major": 1,
+    "warning": 2,
+    "medium": 2,
+    "minor": 3,
+    "low": 3,
+    "info": 4,
+    "informational": 4,
+    "none": 5,
+}
+
+
+def severity_rank(severity: str) -> int:
+    """Lower is more urgent; an unknown severity sits with warnings so it is neither lost nor first."""
+    return _RANKS.get(severity.strip().lower(), 2)

@@ -1,0 +1,1 @@
+"""Backends the evidence comes from: one module per backend (prometheus, tempo, loki, deploys)."""
