@@ -149,5 +149,5 @@ _RANKS = {
 
 
 def severity_rank(severity: str) -> int:
-    """Lower is more urgent; an unknown severity sits with warnings so it is neither lost nor first."""
+    """Lower is more urgent; an unknown severity sits with warnings: neither lost nor first."""
     return _RANKS.get(severity.strip().lower(), 2)

@@ -1,0 +1,1 @@
+"""Alertmanager webhook intake: validate, persist durably, then acknowledge."""

@@ -1,0 +1,145 @@
+"""`POST /api/v1/alerts`: the only door alerts come through.
+
+The rule that shapes everything here: answer 2xx only once the notification is committed to
+disk, and answer 5xx (which Alertmanager retries) whenever we could not store it. Input we
+will never accept gets a precise 4xx naming the problem; nothing answers 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from enricher.config import Config
+from enricher.intake.auth import Authenticator
+from enricher.intake.webhook import WebhookMessage, severity_rank
+from enricher.metrics import Metrics
+from enricher.store.base import NewNotification, StoreError
+from enricher.store.sqlite import SQLiteStore
+
+log = logging.getLogger("enricher.intake")
+
+MAX_PROBLEMS = 20
+
+
+def problems_of(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False)[:MAX_PROBLEMS]:
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "json_invalid":
+            msg = f"malformed JSON: {err.get('ctx', {}).get('error', msg)}"
+        elif err["type"] == "model_type" and not path:
+            msg = "the body must be a JSON object (an Alertmanager webhook message)"
+        elif err["type"] == "literal_error" and path == "version":
+            msg = 'unsupported webhook version: only "4" is accepted'
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        out.append({"path": path or "(body)", "message": msg})
+    return out
+
+
+def _json_error(status: int, reason: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, "message": message, **extra}, status=status)
+
+
+class Intake:
+    def __init__(
+        self, config: Config, store: SQLiteStore, metrics: Metrics, on_accept: Any
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.auth = Authenticator(config.intake.auth)
+        self.max_body = config.intake.max_body_bytes
+        self.max_backlog = config.intake.max_backlog
+        self.on_accept = on_accept
+        self.draining = False
+
+    def _reject(self, status: int, reason: str, message: str, **extra: Any) -> web.Response:
+        self.metrics.reject(reason)
+        if status >= 500:
+            log.warning(
+                "notification refused for retry", extra={"reason": reason, "detail": message[:300]}
+            )
+        return _json_error(status, reason, message, **extra)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        self.metrics.n_received.inc()
+        if self.draining:
+            resp = self._reject(503, "shutting_down", "the service is shutting down; retry")
+            resp.headers["Retry-After"] = "5"
+            return resp
+        if not self.auth.allows(request.headers.get("Authorization")):
+            resp = self._reject(401, "unauthorized", "missing or wrong credentials")
+            resp.headers["WWW-Authenticate"] = self.auth.challenge
+            return resp
+        ctype = request.content_type
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            return self._reject(
+                415,
+                "unsupported_media_type",
+                f"expected Content-Type application/json, got {ctype or 'none'}",
+            )
+        if request.content_length is not None and request.content_length > self.max_body:
+            return self._reject(
+                413,
+                "too_large",
+                f"body of {request.content_length} bytes is over the "
+                f"limit of {self.max_body} bytes (intake.max_body_bytes)",
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(
+                413,
+                "too_large",
+                f"body is over the limit of {self.max_body} bytes (intake.max_body_bytes)",
+            )
+        if not body.strip():
+            return self._reject(400, "empty_body", "the body is empty")
+        try:
+            msg = WebhookMessage.model_validate_json(body)
+        except ValidationError as exc:
+            problems = problems_of(exc)
+            first = problems[0] if problems else {"path": "(body)", "message": "invalid"}
+            return self._reject(
+                400, "invalid", f"{first['path']}: {first['message']}", problems=problems
+            )
+        if await self.store.backlog() >= self.max_backlog:
+            resp = self._reject(503, "backlog_full", "too many unfinished jobs; retry later")
+            resp.headers["Retry-After"] = "10"
+            return resp
+        now = time.time()
+        severity = msg.severity()
+        try:
+            result = await self.store.accept(
+                NewNotification(
+                    idem_key=msg.idempotency_key(),
+                    group_key=msg.groupKey,
+                    status=msg.status,
+                    severity=severity,
+                    priority=severity_rank(severity),
+                    alert_count=len(msg.alerts),
+                    received_at=now,
+                    deadline=now + self.config.pipeline.deadline_for(severity),
+                    body=body,
+                )
+            )
+        except StoreError as exc:
+            return self._reject(503, "store_unavailable", f"could not store: {exc}")
+        if result.duplicate:
+            self.metrics.n_duplicate.inc()
+            status = "duplicate"
+        else:
+            self.metrics.n_accepted.inc()
+            self.metrics.alerts.inc(len(msg.alerts))
+            self.on_accept()
+            status = "accepted"
+        self.metrics.ack_seconds.observe(time.perf_counter() - t0)
+        return web.json_response({"status": status, "id": result.id})

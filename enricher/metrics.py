@@ -1,0 +1,99 @@
+"""The service's own Prometheus metrics, one registry per application instance.
+
+A registry per app (not the global one) lets tests build several apps in one process; the
+backend clients' module-level metrics live in the default registry and are exposed too.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_STAGE = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.notifications = Counter(
+            "enricher_notifications_total",
+            "Alertmanager notifications by outcome (received, accepted, duplicate, rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "enricher_notifications_rejected_total",
+            "Notifications refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "enricher_alerts_accepted_total",
+            "Alerts inside accepted notifications.",
+            registry=r,
+        )
+        self.backlog = Gauge("enricher_backlog_jobs", "Jobs not yet done or failed.", registry=r)
+        self.ack_seconds = Histogram(
+            "enricher_intake_ack_seconds",
+            "Time from request to acknowledgement, durable commit included.",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "enricher_stage_seconds",
+            "Latency of each pipeline stage.",
+            ["stage"],
+            buckets=_STAGE,
+            registry=r,
+        )
+        self.stage_outcomes = Counter(
+            "enricher_stage_outcomes_total",
+            "Stage results (ok, timeout, error).",
+            ["stage", "outcome"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "enricher_deliveries_total",
+            "Delivery attempts by notifier and outcome.",
+            ["notifier", "outcome"],
+            registry=r,
+        )
+        self.pages = Counter(
+            "enricher_pages_total",
+            "Pages sent, by status and whether degraded.",
+            ["status", "degraded"],
+            registry=r,
+        )
+        self.past_deadline = Counter(
+            "enricher_pages_past_deadline_total",
+            "Pages that went out after their deadline.",
+            registry=r,
+        )
+        self.page_latency = Histogram(
+            "enricher_page_latency_seconds",
+            "From receipt of the notification to the page.",
+            buckets=_STAGE,
+            registry=r,
+        )
+        self.jobs = Counter(
+            "enricher_jobs_total", "Finished jobs by outcome.", ["outcome"], registry=r
+        )
+        # Children cached: the intake path should not pay for label lookups.
+        self.n_received = self.notifications.labels("received")
+        self.n_accepted = self.notifications.labels("accepted")
+        self.n_duplicate = self.notifications.labels("duplicate")
+        self.n_rejected = self.notifications.labels("rejected")
+
+    def reject(self, reason: str) -> None:
+        self.n_rejected.inc()
+        self.rejected.labels(reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -1,0 +1,32 @@
+"""The `log` notifier: one structured JSON line per page, for people without Slack yet."""
+
+from __future__ import annotations
+
+import logging
+
+from enricher.notify.page import Page
+
+log = logging.getLogger("enricher.page")
+
+
+class LogNotifier:
+    name = "log"
+
+    async def send(self, page: Page) -> None:
+        log.info(
+            page.title,
+            extra={
+                "page_id": page.id,
+                "status": page.status,
+                "severity": page.severity,
+                "labels": page.labels,
+                "alert_count": page.alert_count,
+                "degraded": page.degraded,
+                "reasons": page.reasons,
+                "runbook_url": page.runbook_url,
+                "resolves": page.resolves,
+            },
+        )
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,128 @@
+"""The page: what an on-call engineer receives, whichever notifier carries it."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from enricher.intake.webhook import WebhookMessage
+
+# A 10,000-alert group still makes a readable page: the rest are counted, not listed.
+MAX_LISTED_ALERTS = 20
+MAX_VALUE_CHARS = 1024
+
+
+def clip(value: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """Bound a label or annotation value for display; the stored notification keeps it whole."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _clip_map(m: dict[str, str]) -> dict[str, str]:
+    return {clip(k, 256): clip(v) for k, v in m.items()}
+
+
+class PageAlert(BaseModel):
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+    fingerprint: str
+
+
+class Page(BaseModel):
+    id: int
+    status: Literal["firing", "resolved"]
+    title: str
+    severity: str
+    group_key: str
+    dedup_key: str
+    receiver: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    alerts: list[PageAlert]
+    alert_count: int
+    truncated_alerts: int = 0
+    received_at: datetime
+    deadline: datetime
+    paged_at: datetime
+    degraded: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    runbook_url: str | None = None
+    dashboard_url: str | None = None
+    external_url: str = ""
+    resolves: int | None = None
+    resolved_at: datetime | None = None
+    resolved_by: int | None = None
+    evidence: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+
+
+def dedup_key(group_key: str) -> str:
+    """Stable per alert group, so PagerDuty and friends fold re-deliveries into one incident."""
+    return "enricher-" + hashlib.sha256(group_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def build_page(
+    page_id: int,
+    msg: WebhookMessage,
+    *,
+    received_at: float,
+    deadline: float,
+    reasons: list[str],
+    resolves: int | None = None,
+    evidence: dict[str, Any] | None = None,
+    analysis: dict[str, Any] | None = None,
+) -> Page:
+    first = msg.alerts[0]
+    labels = msg.commonLabels or first.labels
+    annotations = msg.commonAnnotations or first.annotations
+    name = labels.get("alertname") or first.labels.get("alertname", "alert")
+    severity = msg.severity()
+    summary = annotations.get("summary") or annotations.get("description") or ""
+    title = f"[{(severity or msg.status).upper()}] {name}"
+    if summary:
+        title += f" - {summary}"
+    if msg.status == "resolved":
+        title = f"[RESOLVED] {name}" + (f" - {summary}" if summary else "")
+    listed = msg.alerts[:MAX_LISTED_ALERTS]
+    return Page(
+        id=page_id,
+        status=msg.status,
+        title=clip(title, 300),
+        severity=severity,
+        group_key=msg.groupKey,
+        dedup_key=dedup_key(msg.groupKey),
+        receiver=msg.receiver,
+        labels=_clip_map(labels),
+        annotations=_clip_map(annotations),
+        alerts=[
+            PageAlert(
+                status=a.status,
+                labels=_clip_map(a.labels),
+                annotations=_clip_map(a.annotations),
+                starts_at=a.starts_at,
+                ends_at=a.ends_at,
+                generator_url=clip(a.generatorURL, 2048),
+                fingerprint=a.identity,
+            )
+            for a in listed
+        ],
+        alert_count=len(msg.alerts) + msg.truncatedAlerts,
+        truncated_alerts=msg.truncatedAlerts + len(msg.alerts) - len(listed),
+        received_at=datetime.fromtimestamp(received_at, UTC),
+        deadline=datetime.fromtimestamp(deadline, UTC),
+        paged_at=datetime.now(UTC),
+        degraded=bool(reasons),
+        reasons=reasons,
+        runbook_url=annotations.get("runbook_url") or first.annotations.get("runbook_url"),
+        dashboard_url=annotations.get("dashboard_url") or first.annotations.get("dashboard_url"),
+        external_url=msg.externalURL,
+        resolves=resolves,
+        evidence=evidence,
+        analysis=analysis,
+    )

@@ -1,0 +1,1 @@
+"""Jobs from stored notifications to delivered pages: stages, workers, deadlines."""

@@ -1,0 +1,318 @@
+"""Workers that take stored jobs through gather -> analyse -> deliver under a lease.
+
+Scheduling: jobs are claimed most urgent severity first, oldest first, and a quarter of the
+worker slots are kept for the most urgent severity, so a storm of warnings can fill the rest
+but never delays a critical page. Every job has a page deadline; gather and analyse get what
+is left of it (minus a reserve for delivery), and whatever is ready then goes out, marked
+degraded with the reasons. Leases are renewed while a job runs; a job whose worker died is
+claimed again when its lease expires, and on start-up every unfinished job resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from enricher import logs
+from enricher.config import Config
+from enricher.intake.webhook import WebhookMessage
+from enricher.metrics import Metrics
+from enricher.notify.base import DeliveryError, Notifier
+from enricher.notify.page import Page, build_page
+from enricher.pipeline.stages import (
+    AnalyseInput,
+    Analyser,
+    Gatherer,
+    GatherInput,
+    NoAnalysis,
+    NoEvidence,
+    run_stage,
+)
+from enricher.store.base import Job, JobState, PageRecord, StoreError
+from enricher.store.sqlite import SQLiteStore
+
+log = logging.getLogger("enricher.pipeline")
+URGENT = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        config: Config,
+        notifiers: list[Notifier],
+        metrics: Metrics,
+        gatherer: Gatherer | None = None,
+        analyser: Analyser | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.pc = config.pipeline
+        self.notifiers = {n.name: n for n in notifiers}
+        self.metrics = metrics
+        self.gatherer: Gatherer = gatherer or NoEvidence()
+        self.analyser: Analyser = analyser or NoAnalysis()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.slots = self.pc.workers
+        self.reserved = max(1, self.slots // 4) if self.slots > 1 else 0
+        self.active: dict[int, tuple[asyncio.Task[None], int]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    async def start(self) -> None:
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let running jobs finish within `grace`, release the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        tasks = [t for t, _ in self.active.values()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(StoreError):
+            released = await self.store.release(self.owner)
+            if released:
+                log.info("released unfinished jobs for the next start", extra={"jobs": released})
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._fill()
+            except StoreError as exc:
+                log.error("cannot claim jobs", extra={"error": str(exc)})
+                await asyncio.sleep(1)
+            except Exception:
+                log.exception("dispatcher error")
+                await asyncio.sleep(1)
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _fill(self) -> None:
+        free = self.slots - len(self.active)
+        if free <= 0:
+            return
+        jobs = await self.store.claim(self.owner, self.pc.lease, free, URGENT)
+        normal_active = sum(1 for _, prio in self.active.values() if prio > URGENT)
+        normal_free = min(free - len(jobs), self.slots - self.reserved - normal_active)
+        if normal_free > 0:
+            jobs += await self.store.claim(self.owner, self.pc.lease, normal_free, 1_000)
+        for job in jobs:
+            if self._stopping:
+                break
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self.active[job.id] = (task, job.priority)
+            task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
+        self.metrics.backlog.set(await self.store.backlog())
+
+    def _finished(self, job_id: int) -> None:
+        self.active.pop(job_id, None)
+        self._wake.set()
+
+    # -- one job -------------------------------------------------------------------------------
+
+    async def _renew(self, job_id: int) -> None:
+        every = max(0.5, self.pc.lease / 3)
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(StoreError):
+                await self.store.renew(job_id, self.owner, self.pc.lease)
+
+    async def _run(self, job: Job) -> None:
+        token = logs.job_id.set(job.id)
+        renewer = asyncio.create_task(self._renew(job.id))
+        try:
+            await self._process(job)
+        except asyncio.CancelledError:
+            log.warning("job interrupted; it resumes from its last state")
+            raise
+        except StoreError as exc:
+            log.error(
+                "store failure; the job is retried after its lease", extra={"error": str(exc)}
+            )
+        except Exception as exc:
+            log.exception("job failed")
+            with contextlib.suppress(StoreError):
+                await self.store.set_state(
+                    job.id, self.owner, JobState.FAILED, error=f"{type(exc).__name__}: {exc}"
+                )
+            self.metrics.jobs.labels("failed").inc()
+        finally:
+            renewer.cancel()
+            logs.job_id.reset(token)
+
+    async def _process(self, job: Job) -> None:
+        try:
+            msg = WebhookMessage.model_validate_json(job.body)
+        except ValidationError as exc:  # stored bodies were validated; this is corruption
+            await self.store.set_state(job.id, self.owner, JobState.FAILED, error=str(exc)[:500])
+            self.metrics.jobs.labels("failed").inc()
+            return
+        if job.state == JobState.DELIVERING:
+            record = await self.store.get_page(job.id)
+            if record is not None:
+                await self._deliver(job, Page.model_validate(record.doc))
+                return
+        page = await self._build(job, msg)
+        await self.store.set_state(job.id, self.owner, JobState.DELIVERING)
+        await self.store.save_page(
+            PageRecord(
+                id=page.id,
+                group_key=page.group_key,
+                status=page.status,
+                paged_at=page.paged_at.timestamp(),
+                degraded=page.degraded,
+                doc=page.model_dump(mode="json"),
+            ),
+            list(self.notifiers),
+        )
+        if page.resolves is not None:
+            await self.store.mark_resolved(page.resolves, page.id, page.paged_at.timestamp())
+        await self._deliver(job, page)
+
+    async def _build(self, job: Job, msg: WebhookMessage) -> Page:
+        reasons: list[str] = []
+        bundle: dict[str, Any] | None = None
+        analysis: dict[str, Any] | None = None
+        resolves: int | None = None
+        timeouts = self.pc.timeouts
+        if msg.status == "resolved":
+            prior = await self.store.latest_firing_page(job.group_key, job.id)
+            if prior is not None:
+                resolves = prior.id
+            else:
+                log.info("resolution with no firing page on record; paging it as is")
+        else:
+            budget = job.deadline - time.time() - self.pc.delivery_reserve
+            await self.store.set_state(job.id, self.owner, JobState.GATHERING)
+            gathered, why = await run_stage(
+                "gather",
+                lambda: self.gatherer.gather(
+                    GatherInput(
+                        job_id=job.id,
+                        message=msg,
+                        received_at=job.received_at,
+                        budget_s=min(timeouts.gather, budget),
+                    )
+                ),
+                min(timeouts.gather, budget),
+                self.metrics,
+            )
+            if why:
+                reasons.append(why)
+            if gathered is not None:
+                bundle = gathered.bundle
+                reasons.extend(gathered.reasons)
+            await self.store.set_state(job.id, self.owner, JobState.ANALYSING)
+            budget = job.deadline - time.time() - self.pc.delivery_reserve
+            analysed, why = await run_stage(
+                "analyse",
+                lambda: self.analyser.analyse(
+                    AnalyseInput(message=msg, bundle=bundle, budget_s=budget)
+                ),
+                min(timeouts.analyse, budget),
+                self.metrics,
+            )
+            if why:
+                reasons.append(why)
+            if analysed is not None:
+                analysis = analysed.analysis
+                reasons.extend(analysed.reasons)
+        return build_page(
+            job.id,
+            msg,
+            received_at=job.received_at,
+            deadline=job.deadline,
+            reasons=reasons,
+            resolves=resolves,
+            evidence=bundle,
+            analysis=analysis,
+        )
+
+    async def _deliver(self, job: Job, page: Page) -> None:
+        t0 = time.perf_counter()
+        pending = await self.store.pending_deliveries(page.id)
+        targets = [self.notifiers[n] for n in pending if n in self.notifiers]
+        results = await asyncio.gather(*(self._deliver_one(n, page) for n in targets))
+        self.metrics.stage_seconds.labels("deliver").observe(time.perf_counter() - t0)
+        now = time.time()
+        self.metrics.pages.labels(page.status, str(page.degraded).lower()).inc()
+        self.metrics.page_latency.observe(max(0.0, now - job.received_at))
+        if now > job.deadline:
+            self.metrics.past_deadline.inc()
+        failed = [n.name for n, ok in zip(targets, results, strict=True) if not ok]
+        if failed:
+            await self.store.set_state(
+                job.id, self.owner, JobState.FAILED, error=f"delivery failed: {', '.join(failed)}"
+            )
+            self.metrics.jobs.labels("failed").inc()
+        else:
+            await self.store.set_state(job.id, self.owner, JobState.DONE)
+            self.metrics.jobs.labels("done").inc()
+
+    async def _deliver_one(self, notifier: Notifier, page: Page) -> bool:
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                await asyncio.wait_for(notifier.send(page), self.pc.timeouts.deliver)
+            except DeliveryError as exc:
+                error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
+            except TimeoutError:
+                error, retryable = f"no answer within {self.pc.timeouts.deliver:.1f}s", True
+            except Exception as exc:  # a notifier bug must not kill the job
+                log.exception("notifier error", extra={"notifier": notifier.name})
+                error, retryable = f"{type(exc).__name__}: {exc}", False
+            else:
+                await self.store.record_delivery(page.id, notifier.name, "sent", None, time.time())
+                self.metrics.deliveries.labels(notifier.name, "sent").inc()
+                return True
+            final = not retryable or attempt >= self.pc.max_delivery_attempts
+            await self.store.record_delivery(
+                page.id, notifier.name, "failed" if final else "pending", error[:500], time.time()
+            )
+            self.metrics.deliveries.labels(notifier.name, "failed" if final else "retry").inc()
+            log.warning(
+                "delivery failed",
+                extra={
+                    "notifier": notifier.name,
+                    "attempt": attempt,
+                    "error": error[:300],
+                    "final": final,
+                },
+            )
+            if final:
+                return False
+            delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** (attempt - 1))
+            await asyncio.sleep(delay * random.uniform(0.9, 1.1) if retry_after is None else delay)

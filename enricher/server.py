@@ -1,0 +1,221 @@
+"""The HTTP service: `create_app(config)` builds one, `run(config)` serves it until SIGTERM.
+
+No global state: everything an app needs hangs off its `Service`, so tests can build several.
+Errors become HTTP answers in one place (`errors_middleware`): an unexpected exception is a
+503 (Alertmanager retries it), never a 500 that would drop the notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from enricher import logs
+from enricher.config import Config
+from enricher.intake.handler import Intake
+from enricher.metrics import Metrics
+from enricher.notify import build_notifiers
+from enricher.notify.base import Notifier
+from enricher.pipeline.stages import Analyser, Gatherer
+from enricher.pipeline.worker import Pipeline
+from enricher.store import make_store
+from enricher.store.base import PageRecord, StoreError
+from enricher.store.sqlite import SQLiteStore
+
+log = logging.getLogger("enricher.server")
+SERVICE: web.AppKey[Service] = web.AppKey("service")
+
+
+class Service:
+    """Everything one running instance owns."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifiers: list[Notifier] | None = None,
+        gatherer: Gatherer | None = None,
+        analyser: Analyser | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store: SQLiteStore = make_store(config)
+        self.notifiers = notifiers if notifiers is not None else build_notifiers(config.notifiers)
+        self.pipeline = Pipeline(
+            self.store, config, self.notifiers, self.metrics, gatherer, analyser
+        )
+        self.intake = Intake(config, self.store, self.metrics, self.pipeline.wake)
+        self.started = time.time()
+        self._stopped = False
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.pipeline.start()
+
+    async def stop(self) -> None:
+        """Refuse new work, finish or release what is in flight, close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.intake.draining = True
+        await self.pipeline.stop(self.config.pipeline.shutdown_grace)
+        for n in self.notifiers:
+            with contextlib.suppress(Exception):
+                await n.close()
+        await self.store.close()
+
+
+def _page_view(rec: PageRecord) -> dict[str, Any]:
+    doc = dict(rec.doc)
+    doc["status"] = rec.status
+    if rec.resolved_at is not None:
+        doc["resolved_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.resolved_at))
+        doc["resolved_by"] = rec.resolved_by
+    doc["deliveries"] = [d.model_dump(exclude={"page_id"}) for d in rec.deliveries]
+    return doc
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except StoreError as exc:
+        return web.json_response({"error": "store_unavailable", "message": str(exc)}, status=503)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return web.json_response(
+            {"error": "internal", "message": "unexpected error; nothing was stored, retry"},
+            status=503,
+        )
+
+
+async def _alerts(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVICE].intake.handle(request)
+
+
+async def _pages(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    try:
+        limit = min(500, max(1, int(request.query.get("limit", "50"))))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        return web.json_response(
+            {"error": "invalid", "message": "limit and before must be integers"}, status=400
+        )
+    records = await svc.store.list_pages(limit, before)
+    return web.json_response({"pages": [_page_view(r) for r in records]}, dumps=_dumps)
+
+
+async def _page(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    try:
+        page_id = int(request.match_info["id"])
+    except ValueError:
+        return web.json_response(
+            {"error": "invalid", "message": "page id must be an integer"}, status=400
+        )
+    rec = await svc.store.get_page(page_id)
+    if rec is None:
+        return web.json_response({"error": "not_found", "message": "no such page"}, status=404)
+    return web.json_response(_page_view(rec), dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    problems = []
+    if svc.intake.draining:
+        problems.append("shutting down")
+    if not svc.pipeline.running:
+        problems.append("workers not running")
+    try:
+        await asyncio.wait_for(svc.store.check_writable(), 2.0)
+    except (StoreError, TimeoutError) as exc:
+        problems.append(f"store not writable: {exc or 'timed out'}")
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    svc.metrics.backlog.set(await svc.store.backlog())
+    return web.Response(
+        body=svc.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
+
+
+def create_app(config: Config, **service_kwargs: Any) -> web.Application:
+    # client_max_size bounds every body aiohttp reads; the intake adds its own precise 413.
+    app = web.Application(
+        client_max_size=config.intake.max_body_bytes, middlewares=[errors_middleware]
+    )
+    svc = Service(config, **service_kwargs)
+    app[SERVICE] = svc
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await svc.start()
+        yield
+        await svc.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/api/v1/alerts", _alerts)
+    app.router.add_get("/api/v1/pages", _pages)
+    app.router.add_get("/api/v1/pages/{id}", _page)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    app = create_app(config)
+    svc = app[SERVICE]
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = config.host_port
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("listening", extra={"listen": config.listen, "data_dir": str(config.data_dir)})
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_s": config.pipeline.shutdown_grace})
+    # Refuse new notifications with 503 while in-flight jobs finish, then close.
+    await svc.stop()
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run(config: Config) -> int:
+    logs.setup(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except StoreError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+    return 0

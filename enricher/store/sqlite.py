@@ -1,0 +1,599 @@
+"""SQLite store (WAL, synchronous=FULL) with group commit.
+
+Why a writer thread: a 2xx to Alertmanager must mean the notification reached the disk, and
+one fsync per request caps throughput at the disk's sync rate. All writes go through one
+thread that takes every operation waiting in its queue, runs each inside its own savepoint
+of a single transaction, commits once, and then wakes every waiter with one callback on the
+event loop. One failing operation rolls back only its savepoint; a failing commit fails the
+whole batch, and nothing in it is acknowledged.
+
+Reads run on a second thread with their own connection (WAL lets them proceed during writes).
+One service process owns a data directory; an exclusive lock file enforces that, which is
+also why start-up may release every lease left by a previous, dead process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from enricher.store.base import (
+    FINAL_STATES,
+    AcceptResult,
+    DeliveryRecord,
+    Job,
+    JobState,
+    NewNotification,
+    PageRecord,
+    StoreError,
+)
+
+log = logging.getLogger("enricher.store")
+T = TypeVar("T")
+_FINAL = tuple(str(s) for s in FINAL_STATES)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+  id INTEGER PRIMARY KEY,
+  idem_key TEXT NOT NULL UNIQUE,
+  received_at REAL NOT NULL,
+  group_key TEXT NOT NULL,
+  status TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  alert_count INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  duplicates INTEGER NOT NULL DEFAULT 0,
+  last_duplicate_at REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY REFERENCES notifications(id),
+  state TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  received_at REAL NOT NULL,
+  deadline REAL NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  lease_owner TEXT,
+  lease_expires REAL,
+  updated_at REAL NOT NULL,
+  error TEXT,
+  bundle TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(priority, received_at)
+  WHERE state NOT IN ('done', 'failed');
+CREATE TABLE IF NOT EXISTS pages (
+  id INTEGER PRIMARY KEY REFERENCES jobs(id),
+  group_key TEXT NOT NULL,
+  status TEXT NOT NULL,
+  paged_at REAL NOT NULL,
+  degraded INTEGER NOT NULL,
+  doc TEXT NOT NULL,
+  resolved_at REAL,
+  resolved_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS pages_group ON pages(group_key, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+  page_id INTEGER NOT NULL REFERENCES pages(id),
+  notifier TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  delivered_at REAL,
+  PRIMARY KEY (page_id, notifier)
+);
+CREATE TABLE IF NOT EXISTS deploys (
+  id INTEGER PRIMARY KEY,
+  service TEXT NOT NULL,
+  environment TEXT,
+  version TEXT NOT NULL,
+  commit_sha TEXT,
+  at REAL NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deploys_service ON deploys(service, at);
+CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL);
+"""
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+_Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple[_Op, "asyncio.Future[Any]", bool]
+
+
+class _Thread(threading.Thread):
+    """Runs operations on one connection. With `batch`, many share one transaction."""
+
+    def __init__(
+        self,
+        name: str,
+        conn: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        batch: bool,
+        max_batch: int,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.conn = conn
+        self.loop = loop
+        self.batch = batch
+        self.max_batch = max_batch
+        self.q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.batches = 0
+        self.ops = 0
+
+    def submit(self, op: _Op, write: bool = True) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.q.put((op, fut, write))
+        return fut
+
+    def stop(self) -> None:
+        self.q.put(None)
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self.q.get()
+            if item is None:
+                break
+            items = [item]
+            if self.batch:
+                while len(items) < self.max_batch:
+                    try:
+                        nxt = self.q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    items.append(nxt)
+            results = self._run_batch(items) if self.batch else [self._run_one(item)]
+            self.batches += 1
+            self.ops += len(items)
+            self.loop.call_soon_threadsafe(
+                _resolve, [(it[1], r) for it, r in zip(items, results, strict=True)]
+            )
+        self.conn.close()
+
+    def _run_one(self, item: _Item) -> tuple[bool, Any]:
+        try:
+            return True, item[0](self.conn)
+        except Exception as exc:
+            return False, exc
+
+    def _run_batch(self, items: list[_Item]) -> list[tuple[bool, Any]]:
+        conn = self.conn
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            err = StoreError(f"cannot begin a transaction: {exc}")
+            return [(False, err)] * len(items)
+        for op, _fut, _w in items:
+            try:
+                conn.execute("SAVEPOINT op")
+                value = op(conn)
+                conn.execute("RELEASE op")
+                results.append((True, value))
+            except Exception as exc:
+                try:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    exc = StoreError(f"store write failed: {exc}")
+                results.append((False, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            err = StoreError(f"commit failed: {exc}")
+            return [(False, err)] * len(items)
+        return results
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Any], tuple[bool, Any]]]) -> None:
+    for fut, (ok, value) in pairs:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class SQLiteStore:
+    """The embedded default store. See the module docstring for the commit model."""
+
+    def __init__(self, data_dir: Path, synchronous: str = "FULL", max_batch: int = 512) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "enricher.db"
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self._writer: _Thread | None = None
+        self._reader: _Thread | None = None
+        self._lock_fd: int | None = None
+        self._open_jobs = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data_dir / "enricher.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot use data directory {self.data_dir}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(
+                f"data directory {self.data_dir} is in use by another enricher process"
+            ) from None
+        self._lock_fd = fd
+        loop = asyncio.get_running_loop()
+        try:
+            wconn = _connect(self.path, self.synchronous)
+            wconn.executescript(SCHEMA)
+            rconn = _connect(self.path, self.synchronous)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        self._writer = _Thread("store-writer", wconn, loop, True, self.max_batch)
+        self._reader = _Thread("store-reader", rconn, loop, False, 1)
+        self._writer.start()
+        self._reader.start()
+        # This process owns the directory (lock above): leases of a dead predecessor are void.
+        released = await self._write(
+            lambda c: (
+                c.execute(
+                    f"UPDATE jobs SET lease_owner=NULL, lease_expires=NULL "
+                    f"WHERE lease_owner IS NOT NULL AND state NOT IN {_FINAL}"
+                ).rowcount
+            )
+        )
+        if released:
+            log.info("resuming unfinished jobs", extra={"released": released})
+        self._open_jobs = await self._read(
+            lambda c: c.execute(
+                f"SELECT count(*) FROM jobs WHERE state NOT IN {_FINAL}"
+            ).fetchone()[0]
+        )
+
+    async def close(self) -> None:
+        for t in (self._writer, self._reader):
+            if t is not None:
+                t.stop()
+        for t in (self._writer, self._reader):
+            if t is not None:
+                await asyncio.to_thread(t.join, 10)
+        self._writer = self._reader = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _write(self, op: _Op) -> asyncio.Future[Any]:
+        if self._writer is None:
+            raise StoreError("store is closed")
+        return self._writer.submit(op)
+
+    def _read(self, op: _Op) -> asyncio.Future[Any]:
+        if self._reader is None:
+            raise StoreError("store is closed")
+        return self._reader.submit(op, write=False)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        w = self._writer
+        return {"batches": w.batches, "ops": w.ops} if w else {}
+
+    # -- intake -------------------------------------------------------------------------------
+
+    async def accept(self, n: NewNotification) -> AcceptResult:
+        def op(c: sqlite3.Connection) -> AcceptResult:
+            row = c.execute(
+                "INSERT INTO notifications(idem_key, received_at, group_key, status, severity,"
+                " alert_count, body) VALUES (?,?,?,?,?,?,?)"
+                " ON CONFLICT(idem_key) DO UPDATE SET duplicates = duplicates + 1,"
+                " last_duplicate_at = excluded.received_at"
+                " RETURNING id, duplicates",
+                (
+                    n.idem_key,
+                    n.received_at,
+                    n.group_key,
+                    n.status,
+                    n.severity,
+                    n.alert_count,
+                    n.body,
+                ),
+            ).fetchone()
+            nid, dups = int(row[0]), int(row[1])
+            if dups:
+                return AcceptResult(id=nid, duplicate=True, duplicates=dups)
+            c.execute(
+                "INSERT INTO jobs(id, state, priority, received_at, deadline, updated_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    nid,
+                    JobState.RECEIVED.value,
+                    n.priority,
+                    n.received_at,
+                    n.deadline,
+                    n.received_at,
+                ),
+            )
+            return AcceptResult(id=nid, duplicate=False)
+
+        result: AcceptResult = await self._write(op)
+        if not result.duplicate:
+            self._open_jobs += 1
+        return result
+
+    async def backlog(self) -> int:
+        return self._open_jobs
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def claim(self, owner: str, lease_s: float, limit: int, max_priority: int) -> list[Job]:
+        def op(c: sqlite3.Connection) -> list[Job]:
+            now = time.time()
+            rows = c.execute(
+                "SELECT j.id, j.state, j.priority, n.severity, n.status, n.group_key,"
+                " j.received_at, j.deadline, j.attempts, n.body, j.bundle"
+                " FROM jobs j JOIN notifications n ON n.id = j.id"
+                f" WHERE j.state NOT IN {_FINAL} AND j.priority <= ?"
+                " AND (j.lease_expires IS NULL OR j.lease_expires < ?)"
+                " ORDER BY j.priority, j.received_at LIMIT ?",
+                (max_priority, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            ids = [r[0] for r in rows]
+            c.execute(
+                f"UPDATE jobs SET lease_owner=?, lease_expires=?, attempts=attempts+1,"
+                f" updated_at=? WHERE id IN ({','.join('?' * len(ids))})",
+                (owner, now + lease_s, now, *ids),
+            )
+            return [
+                Job(
+                    id=r[0],
+                    state=JobState(r[1]),
+                    priority=r[2],
+                    severity=r[3],
+                    status=r[4],
+                    group_key=r[5],
+                    received_at=r[6],
+                    deadline=r[7],
+                    attempts=r[8] + 1,
+                    body=r[9],
+                    bundle=r[10],
+                )
+                for r in rows
+            ]
+
+        return await self._write(op)  # type: ignore[no-any-return]
+
+    async def renew(self, job_id: int, owner: str, lease_s: float) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            return (
+                c.execute(
+                    "UPDATE jobs SET lease_expires=? WHERE id=? AND lease_owner=?",
+                    (time.time() + lease_s, job_id, owner),
+                ).rowcount
+                == 1
+            )
+
+        return await self._write(op)  # type: ignore[no-any-return]
+
+    async def release(self, owner: str) -> int:
+        return await self._write(  # type: ignore[no-any-return]
+            lambda c: (
+                c.execute(
+                    "UPDATE jobs SET lease_owner=NULL, lease_expires=NULL WHERE lease_owner=?",
+                    (owner,),
+                ).rowcount
+            )
+        )
+
+    async def set_state(
+        self,
+        job_id: int,
+        owner: str,
+        state: JobState,
+        *,
+        bundle: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        final = state in FINAL_STATES
+
+        def op(c: sqlite3.Connection) -> int:
+            sets = ["state=?", "updated_at=?"]
+            args: list[Any] = [state.value, time.time()]
+            if bundle is not None:
+                sets.append("bundle=?")
+                args.append(bundle)
+            if error is not None:
+                sets.append("error=?")
+                args.append(error)
+            if final:
+                sets.append("lease_owner=NULL, lease_expires=NULL")
+            return c.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE id=? AND state NOT IN {_FINAL}",
+                (*args, job_id),
+            ).rowcount
+
+        changed = await self._write(op)
+        if final and changed:
+            self._open_jobs -= 1
+
+    # -- pages and deliveries -----------------------------------------------------------------
+
+    async def save_page(self, page: PageRecord, notifiers: list[str]) -> None:
+        doc = json.dumps(page.doc, ensure_ascii=False, default=str)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO pages(id, group_key, status, paged_at, degraded, doc)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                (page.id, page.group_key, page.status, page.paged_at, int(page.degraded), doc),
+            )
+            c.executemany(
+                "INSERT INTO deliveries(page_id, notifier, state) VALUES (?,?,'pending')"
+                " ON CONFLICT DO NOTHING",
+                [(page.id, n) for n in notifiers],
+            )
+
+        await self._write(op)
+
+    def _page_from_row(self, c: sqlite3.Connection, r: tuple[Any, ...]) -> PageRecord:
+        deliveries = [
+            DeliveryRecord(
+                page_id=r[0],
+                notifier=d[0],
+                state=d[1],
+                attempts=d[2],
+                last_error=d[3],
+                delivered_at=d[4],
+            )
+            for d in c.execute(
+                "SELECT notifier, state, attempts, last_error, delivered_at FROM deliveries"
+                " WHERE page_id=? ORDER BY notifier",
+                (r[0],),
+            )
+        ]
+        return PageRecord(
+            id=r[0],
+            group_key=r[1],
+            status=r[2],
+            paged_at=r[3],
+            degraded=bool(r[4]),
+            doc=json.loads(r[5]),
+            resolved_at=r[6],
+            resolved_by=r[7],
+            deliveries=deliveries,
+        )
+
+    _PAGE_COLS = "id, group_key, status, paged_at, degraded, doc, resolved_at, resolved_by"
+
+    async def get_page(self, page_id: int) -> PageRecord | None:
+        def op(c: sqlite3.Connection) -> PageRecord | None:
+            r = c.execute(f"SELECT {self._PAGE_COLS} FROM pages WHERE id=?", (page_id,)).fetchone()
+            return self._page_from_row(c, r) if r else None
+
+        return await self._read(op)  # type: ignore[no-any-return]
+
+    async def list_pages(self, limit: int, before: int | None = None) -> list[PageRecord]:
+        def op(c: sqlite3.Connection) -> list[PageRecord]:
+            rows = c.execute(
+                f"SELECT {self._PAGE_COLS} FROM pages WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            ).fetchall()
+            return [self._page_from_row(c, r) for r in rows]
+
+        return await self._read(op)  # type: ignore[no-any-return]
+
+    async def latest_firing_page(self, group_key: str, before_id: int) -> PageRecord | None:
+        def op(c: sqlite3.Connection) -> PageRecord | None:
+            r = c.execute(
+                f"SELECT {self._PAGE_COLS} FROM pages WHERE group_key=? AND status='firing'"
+                " AND id < ? ORDER BY id DESC LIMIT 1",
+                (group_key, before_id),
+            ).fetchone()
+            return self._page_from_row(c, r) if r else None
+
+        return await self._read(op)  # type: ignore[no-any-return]
+
+    async def mark_resolved(self, page_id: int, resolved_by: int, at: float) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE pages SET status='resolved', resolved_at=?, resolved_by=? WHERE id=?",
+                (at, resolved_by, page_id),
+            )
+        )
+
+    async def record_delivery(
+        self, page_id: int, notifier: str, state: str, error: str | None, at: float
+    ) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?,"
+                " delivered_at=CASE WHEN ?='sent' THEN ? ELSE delivered_at END"
+                " WHERE page_id=? AND notifier=?",
+                (state, error, state, at, page_id, notifier),
+            )
+        )
+
+    async def pending_deliveries(self, page_id: int) -> list[str]:
+        return await self._read(  # type: ignore[no-any-return]
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT notifier FROM deliveries WHERE page_id=? AND state='pending'",
+                    (page_id,),
+                )
+            ]
+        )
+
+    async def check_writable(self) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT INTO heartbeat(id, at) VALUES (1, ?)"
+                " ON CONFLICT(id) DO UPDATE SET at=excluded.at",
+                (time.time(),),
+            )
+        )
+
+    # -- deploy events (POST /api/v1/deploys) ----------------------------------------------
+
+    async def add_deploy(
+        self,
+        service: str,
+        environment: str | None,
+        version: str,
+        commit: str | None,
+        at: float,
+        doc: dict[str, Any],
+    ) -> int:
+        return await self._write(  # type: ignore[no-any-return]
+            lambda c: c.execute(
+                "INSERT INTO deploys(service, environment, version, commit_sha, at, doc)"
+                " VALUES (?,?,?,?,?,?) RETURNING id",
+                (service, environment, version, commit, at, json.dumps(doc, default=str)),
+            ).fetchone()[0]
+        )
+
+    async def deploys(self, service: str, since: float, until: float) -> list[dict[str, Any]]:
+        return await self._read(  # type: ignore[no-any-return]
+            lambda c: [
+                json.loads(r[0])
+                for r in c.execute(
+                    "SELECT doc FROM deploys WHERE service=? AND at BETWEEN ? AND ? ORDER BY at",
+                    (service, since, until),
+                )
+            ]
+        )
+
+    def _test_limit_pages(self) -> asyncio.Future[Any]:
+        """Caps the database at its current size, so the next growth fails like a full disk."""
+        return self._write(
+            lambda c: c.execute(
+                "PRAGMA max_page_count = " + str(c.execute("PRAGMA page_count").fetchone()[0])
+            )
+        )
