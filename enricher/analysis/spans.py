@@ -1,0 +1,448 @@
+"""Which span explains the alert: span tree, self time, critical path, contrast, culprit.
+
+Why contrast: a trace of a failing request always contains errors and slow spans; many of
+them are there in every request (a flaky widget, a slow but harmless call). An operation is
+only a suspect if it behaves differently in failing/slow traces than in healthy ones, so
+each candidate is counted in both sets ("error in 3/3 failing traces, 0/3 healthy") and an
+operation equally common in healthy traces is labelled background and not blamed.
+
+Culprit in one trace: the deepest error span that is not background (errors propagate
+upwards, so the deepest is nearest the origin); without one, the span with the largest self
+time on the critical path, measured against the same operation's self time in fast traces.
+
+Everything is iterative (no recursion) and O(n log n) in spans, so a span with 10,000
+children or a 50,000-span trace is fine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from enricher.sources.tempo import AttrValue, Span, Trace
+
+RESOURCE_KEYS = {
+    "service.name": ("service.name",),
+    "service.version": ("service.version",),
+    "service.namespace": ("service.namespace",),
+    "vcs.ref.head.revision": ("vcs.ref.head.revision", "vcs.repository.ref.revision"),
+    "deployment.environment.name": ("deployment.environment.name", "deployment.environment"),
+    "k8s.pod.name": ("k8s.pod.name",),
+    "host.name": ("host.name",),
+}
+_KEEP_PREFIXES = (
+    "db.",
+    "http.",
+    "url.",
+    "rpc.",
+    "messaging.",
+    "feature_flag.",
+    "error.",
+    "server.",
+    "peer.",
+    "net.",
+    "code.",
+    "exception.",
+)
+_MAX_ATTRS = 30
+_MAX_STACK = 1500
+
+
+class ExceptionInfo(BaseModel):
+    type: str = ""
+    message: str = ""
+    stacktrace: str = ""
+
+
+class SpanFacts(BaseModel):
+    """One span reduced to what a person reads on a page."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    service: str
+    kind: str
+    depth: int
+    start_ns: int
+    duration_ms: float
+    self_ms: float
+    status: Literal["unset", "ok", "error"]
+    status_message: str = ""
+    on_critical_path: bool = False
+    attributes: dict[str, AttrValue] = Field(default_factory=dict)
+    feature_flags: dict[str, AttrValue] = Field(default_factory=dict)
+    exceptions: list[ExceptionInfo] = Field(default_factory=list)
+    resource: dict[str, AttrValue] = Field(default_factory=dict)
+
+    @property
+    def op(self) -> str:
+        return op_key(self.service, self.name)
+
+
+class OpContrast(BaseModel):
+    """How one operation behaves in failing/slow traces versus healthy ones."""
+
+    op: str
+    failing_errors: int = 0
+    failing_total: int = 0
+    healthy_errors: int = 0
+    healthy_total: int = 0
+    slow_self_ms: float | None = None
+    healthy_self_ms: float | None = None
+    background: bool = False
+    text: str = ""
+
+
+class TraceAnalysis(BaseModel):
+    trace_id: str
+    role: Literal["suspect", "healthy"]
+    root: str = ""
+    duration_ms: float = 0.0
+    span_count: int = 0
+    error_ops: list[str] = Field(default_factory=list)
+    # Median self time per operation (ms), for the latency contrast.
+    op_self_ms: dict[str, float] = Field(default_factory=dict)
+    critical_path: list[SpanFacts] = Field(default_factory=list)
+    error_spans: list[SpanFacts] = Field(default_factory=list)
+    culprit: SpanFacts | None = None
+    culprit_reason: str = ""
+    resources: dict[str, dict[str, AttrValue]] = Field(default_factory=dict)
+    partial: bool = False
+
+
+class Culprit(BaseModel):
+    span: SpanFacts
+    trace_id: str
+    reason: str
+    contrast: OpContrast | None = None
+    # In how many of the suspect traces this operation was the culprit.
+    agreeing_traces: int = 1
+    suspect_traces: int = 1
+
+
+class TraceFindings(BaseModel):
+    suspects: list[TraceAnalysis] = Field(default_factory=list)
+    healthy: list[TraceAnalysis] = Field(default_factory=list)
+    culprit: Culprit | None = None
+    contrasts: list[OpContrast] = Field(default_factory=list)
+
+
+def op_key(service: str, name: str) -> str:
+    return f"{service}:{name}"
+
+
+# --- one trace ----------------------------------------------------------------------------
+
+
+class _Tree:
+    """Index of one trace: children, depth, self time and the critical path."""
+
+    def __init__(self, spans: Sequence[Span]) -> None:
+        self.spans = list(spans)
+        self.by_id: dict[str, int] = {}
+        for i, s in enumerate(self.spans):
+            self.by_id.setdefault(s.span_id, i)
+        self.children: list[list[int]] = [[] for _ in self.spans]
+        self.roots: list[int] = []
+        for i, s in enumerate(self.spans):
+            p = self.by_id.get(s.parent_id) if s.parent_id else None
+            if p is None or p == i:
+                self.roots.append(i)
+            else:
+                self.children[p].append(i)
+        self.depth = [0] * len(self.spans)
+        seen = [False] * len(self.spans)
+        queue = list(self.roots)
+        for r in queue:
+            seen[r] = True
+        head = 0
+        while head < len(queue):
+            i = queue[head]
+            head += 1
+            for c in self.children[i]:
+                if not seen[c]:  # guards against parent cycles in bad data
+                    seen[c] = True
+                    self.depth[c] = self.depth[i] + 1
+                    queue.append(c)
+        for i, ok in enumerate(seen):  # spans on a cycle: treat as roots
+            if not ok:
+                self.roots.append(i)
+        self.self_ns = [self._self_time(i) for i in range(len(self.spans))]
+        self.critical = self._critical_path()
+
+    def _self_time(self, i: int) -> int:
+        s = self.spans[i]
+        ivs = sorted(
+            (max(self.spans[c].start_ns, s.start_ns), min(self.spans[c].end_ns, s.end_ns))
+            for c in self.children[i]
+        )
+        covered = 0
+        cur_s = cur_e = None
+        for a, b in ivs:
+            if b <= a:
+                continue
+            if cur_e is None or a > cur_e:
+                if cur_e is not None and cur_s is not None:
+                    covered += cur_e - cur_s
+                cur_s, cur_e = a, b
+            else:
+                cur_e = max(cur_e, b)
+        if cur_e is not None and cur_s is not None:
+            covered += cur_e - cur_s
+        return max(0, s.duration_ns - covered)
+
+    def _critical_path(self) -> set[int]:
+        """Walk back from each root's end: the child finishing last before the current point
+        is on the path; continue from its start. Explicit stack, no recursion."""
+        if not self.spans:
+            return set()
+        root = max(self.roots, key=lambda i: self.spans[i].duration_ns)
+        path: set[int] = set()
+        stack = [root]
+        while stack:
+            i = stack.pop()
+            if i in path:
+                continue
+            path.add(i)
+            t = self.spans[i].end_ns
+            for c in sorted(self.children[i], key=lambda c: -self.spans[c].end_ns):
+                cs = self.spans[c]
+                if cs.start_ns < t and cs.end_ns > self.spans[i].start_ns:
+                    stack.append(c)
+                    t = cs.start_ns
+        return path
+
+
+def _is_error(s: Span) -> bool:
+    return s.status == "error" or any(e.name == "exception" for e in s.events)
+
+
+def span_facts(s: Span, depth: int, self_ns: int, critical: bool) -> SpanFacts:
+    attrs: dict[str, AttrValue] = {}
+    others: dict[str, AttrValue] = {}
+    flags: dict[str, AttrValue] = {}
+    for k, v in s.attributes.items():
+        if k.startswith("feature_flag."):
+            flags[k] = v
+        if k.startswith(_KEEP_PREFIXES):
+            attrs[k] = v
+        elif len(others) < 10:
+            others[k] = v
+    for k, v in others.items():
+        if len(attrs) >= _MAX_ATTRS:
+            break
+        attrs.setdefault(k, v)
+    excs: list[ExceptionInfo] = []
+    for e in s.events:
+        if e.name == "exception" and len(excs) < 3:
+            excs.append(
+                ExceptionInfo(
+                    type=str(e.attributes.get("exception.type") or ""),
+                    message=str(e.attributes.get("exception.message") or ""),
+                    stacktrace=str(e.attributes.get("exception.stacktrace") or "")[:_MAX_STACK],
+                )
+            )
+        elif e.name == "feature_flag.evaluation" or "feature_flag.key" in e.attributes:
+            key = e.attributes.get("feature_flag.key")
+            if key:
+                val = (
+                    e.attributes.get("feature_flag.result.variant")
+                    or e.attributes.get("feature_flag.result.value")
+                    or e.attributes.get("feature_flag.variant")
+                )
+                flags[f"feature_flag.{key}"] = val
+    return SpanFacts(
+        trace_id=s.trace_id,
+        span_id=s.span_id,
+        name=s.name,
+        service=s.service,
+        kind=s.kind,
+        depth=depth,
+        start_ns=s.start_ns,
+        duration_ms=round(s.duration_ns / 1e6, 3),
+        self_ms=round(self_ns / 1e6, 3),
+        status=s.status,
+        status_message=s.status_message,
+        on_critical_path=critical,
+        attributes=attrs,
+        feature_flags=flags,
+        exceptions=excs,
+        resource=resource_facts(s.resource),
+    )
+
+
+def resource_facts(resource: dict[str, AttrValue]) -> dict[str, AttrValue]:
+    out: dict[str, AttrValue] = {}
+    for name, keys in RESOURCE_KEYS.items():
+        for k in keys:
+            if resource.get(k) not in (None, ""):
+                out[name] = resource[k]
+                break
+    return out
+
+
+def analyse_trace(
+    trace: Trace,
+    role: Literal["suspect", "healthy"] = "suspect",
+    background_ops: Iterable[str] = (),
+    latency_excess_ms: dict[str, float] | None = None,
+) -> TraceAnalysis:
+    """Tree facts for one trace, and its culprit given what is known to be background."""
+    tree = _Tree(trace.spans)
+    spans = tree.spans
+    background = set(background_ops)
+    if not spans:
+        return TraceAnalysis(trace_id=trace.trace_id, role=role)
+    root_i = max(tree.roots, key=lambda i: spans[i].duration_ns)
+    root = spans[root_i]
+    per_op: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(spans):
+        per_op[op_key(s.service, s.name)].append(tree.self_ns[i])
+    error_idx = [i for i, s in enumerate(spans) if _is_error(s)]
+    crit = sorted(tree.critical, key=lambda i: (tree.depth[i], spans[i].start_ns))
+    resources: dict[str, dict[str, AttrValue]] = {}
+    for s in spans:
+        if s.service not in resources:
+            resources[s.service] = resource_facts(s.resource)
+
+    def facts(i: int) -> SpanFacts:
+        return span_facts(spans[i], tree.depth[i], tree.self_ns[i], i in tree.critical)
+
+    culprit_i: int | None = None
+    reason = ""
+    candidates = [i for i in error_idx if op_key(spans[i].service, spans[i].name) not in background]
+    if candidates:
+        culprit_i = max(candidates, key=lambda i: (tree.depth[i], tree.self_ns[i]))
+        reason = "deepest error span"
+        if len(candidates) < len(error_idx):
+            reason += " (errors also seen in healthy traces were set aside as background)"
+    else:
+        excess = latency_excess_ms or {}
+        on_path = [
+            i for i in tree.critical if op_key(spans[i].service, spans[i].name) not in background
+        ]
+        if on_path:
+
+            def score(i: int) -> float:
+                k = op_key(spans[i].service, spans[i].name)
+                base = tree.self_ns[i] / 1e6
+                return excess.get(k, base) if excess else base
+
+            culprit_i = max(on_path, key=score)
+            reason = (
+                "largest self time above healthy traces on the critical path"
+                if excess
+                else "largest self time on the critical path"
+            )
+            if error_idx:
+                reason += " (its errors are also common in healthy traces)"
+    ta = TraceAnalysis(
+        trace_id=trace.trace_id,
+        role=role,
+        root=f"{root.service}: {root.name}",
+        duration_ms=round((trace.end_ns - trace.start_ns) / 1e6, 3),
+        span_count=len(spans),
+        error_ops=sorted({op_key(spans[i].service, spans[i].name) for i in error_idx}),
+        op_self_ms={k: round(statistics.median(v) / 1e6, 3) for k, v in per_op.items()},
+        critical_path=[facts(i) for i in crit[:12]],
+        error_spans=[facts(i) for i in sorted(error_idx, key=lambda i: -tree.depth[i])[:5]],
+        culprit=facts(culprit_i) if culprit_i is not None else None,
+        culprit_reason=reason,
+        resources=resources,
+        partial=trace.partial,
+    )
+    return ta
+
+
+# --- across traces ------------------------------------------------------------------------
+
+
+def _contrast(suspects: list[TraceAnalysis], healthy: list[TraceAnalysis]) -> list[OpContrast]:
+    ops: set[str] = set()
+    for t in suspects + healthy:
+        ops.update(t.op_self_ms)
+    out = []
+    fs, hs = len(suspects), len(healthy)
+    for op in sorted(ops):
+        fe = sum(op in t.error_ops for t in suspects)
+        he = sum(op in t.error_ops for t in healthy)
+        slow = [t.op_self_ms[op] for t in suspects if op in t.op_self_ms]
+        fast = [t.op_self_ms[op] for t in healthy if op in t.op_self_ms]
+        c = OpContrast(
+            op=op,
+            failing_errors=fe,
+            failing_total=fs,
+            healthy_errors=he,
+            healthy_total=hs,
+            slow_self_ms=round(statistics.median(slow), 3) if slow else None,
+            healthy_self_ms=round(statistics.median(fast), 3) if fast else None,
+        )
+        if hs and fe and he / hs >= 0.5 * (fe / max(fs, 1)):
+            c.background = True
+        parts = []
+        if fe or he:
+            h = f"{he}/{hs} healthy" if hs else "no healthy traces to compare"
+            parts.append(f"error in {fe}/{fs} failing traces, {h}")
+        if c.slow_self_ms is not None:
+            if c.healthy_self_ms is not None:
+                parts.append(
+                    f"self time {c.slow_self_ms:g} ms in failing traces vs "
+                    f"{c.healthy_self_ms:g} ms in healthy"
+                )
+            elif hs:
+                parts.append(f"self time {c.slow_self_ms:g} ms; absent from healthy traces")
+        c.text = "; ".join(parts) + (" - background" if c.background else "")
+        out.append(c)
+    return out
+
+
+def analyse_traces(
+    suspects: Sequence[Trace],
+    healthy: Sequence[Trace] = (),
+) -> TraceFindings:
+    """Analyse failing/slow traces against healthy ones and name one culprit span."""
+    # First pass: plain facts, to learn which ops err or are slow in healthy traces too.
+    first_s = [analyse_trace(t, "suspect") for t in suspects if t.spans]
+    first_h = [analyse_trace(t, "healthy") for t in healthy if t.spans]
+    contrasts = _contrast(first_s, first_h)
+    background = {c.op for c in contrasts if c.background}
+    excess: dict[str, float] = {}
+    if first_h:
+        for c in contrasts:
+            if c.slow_self_ms is not None:
+                excess[c.op] = c.slow_self_ms - (c.healthy_self_ms or 0.0)
+    final_s = [analyse_trace(t, "suspect", background, excess) for t in suspects if t.spans]
+    findings = TraceFindings(suspects=final_s, healthy=first_h, contrasts=contrasts)
+    votes = Counter(t.culprit.op for t in final_s if t.culprit is not None)
+    if not votes:
+        return findings
+    by_op = {c.op: c for c in contrasts}
+    best_op, n = max(
+        votes.items(),
+        key=lambda kv: (
+            kv[1],
+            max(
+                (t.culprit.self_ms for t in final_s if t.culprit and t.culprit.op == kv[0]),
+                default=0.0,
+            ),
+        ),
+    )
+    best = next(t for t in final_s if t.culprit is not None and t.culprit.op == best_op)
+    assert best.culprit is not None
+    contrast = by_op.get(best_op)
+    reason = best.culprit_reason
+    if contrast is not None and contrast.text:
+        reason += f"; {contrast.text}"
+    findings.culprit = Culprit(
+        span=best.culprit,
+        trace_id=best.trace_id,
+        reason=reason,
+        contrast=contrast,
+        agreeing_traces=n,
+        suspect_traces=len(final_s),
+    )
+    return findings
