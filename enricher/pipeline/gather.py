@@ -1,0 +1,676 @@
+"""The gather stage: from an Alertmanager notification to an evidence bundle, within a budget.
+
+Chain: alert -> PromQL (generatorURL or rule) -> exemplars (Prometheus) -> traces (Tempo) and
+their logs (Loki) in parallel -> span analysis -> deploy context -> bundle. Service error logs,
+build info, Grafana annotations and CI deploy events are asked for at the same time as the
+chain's first step, since they need only the service and the window.
+
+Guarantees the pipeline relies on:
+- `gather` never raises and returns before its budget (the smaller of the caller's and the
+  configured one). Work still running at the budget is cancelled; what arrived is used and
+  what did not is listed in `missing`, as is every backend that is not configured or failed.
+- Backends are treated gently: per-backend concurrency limit, identical in-flight requests
+  coalesced, answers cached briefly, and query windows rounded so an alert storm of one
+  incident shares every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+
+from enricher.analysis.spans import analyse_traces
+from enricher.bundle.build import GatheredEvidence, build_bundle, safe_link
+from enricher.bundle.model import (
+    AlertInfo,
+    BudgetInfo,
+    EvidenceBundle,
+    Link,
+    Missing,
+    Source,
+)
+from enricher.intake.webhook import Alert, WebhookMessage
+from enricher.sources.config import SourcesConfig
+from enricher.sources.deploys import (
+    DeploySource,
+    combine,
+    from_annotations,
+    from_build_info,
+    from_events,
+    from_trace_resource,
+)
+from enricher.sources.grafana import GrafanaClient
+from enricher.sources.http import BackendError, HttpBackend
+from enricher.sources.loki import LokiClient
+from enricher.sources.prometheus import ChosenTrace, PrometheusClient
+from enricher.sources.promql import (
+    AlertQuery,
+    PromQLError,
+    analyse_expression,
+    expr_from_generator_url,
+    match_rule,
+)
+from enricher.sources.tempo import TempoClient, TraceFetch, traceql_for
+
+log = logging.getLogger("enricher.gather")
+T = TypeVar("T")
+
+# Kept back from the budget for analysis and building the bundle.
+_RESERVE_MIN = 0.02
+_RESERVE_FRACTION = 0.1
+_RESERVE_MAX = 0.3
+
+
+def _reason(exc: BackendError) -> str:
+    return {
+        "not_configured": "not configured",
+        "timeout": f"timed out ({exc.detail})",
+        "unavailable": f"unreachable ({exc.detail})",
+        "bad_request": f"rejected the query ({exc.detail})",
+        "bad_response": f"unexpected answer ({exc.detail})",
+        "http_error": f"failed ({exc.detail})",
+    }.get(exc.kind, exc.detail)[:400]
+
+
+class _Run:
+    """State of one gather: the evidence so far and the steps still waiting for an answer."""
+
+    def __init__(self, ev: GatheredEvidence, deadline: float) -> None:
+        self.ev = ev
+        self.deadline = deadline
+        self.pending: dict[int, tuple[str, Source, str]] = {}
+        self._n = 0
+
+    def miss(self, what: str, source: Source, reason: str, query: str = "") -> None:
+        self.ev.missing.append(Missing(what=what, source=source, reason=reason, query=query))
+
+    async def step(
+        self, what: str, source: Source, coro: Awaitable[T], query: str = ""
+    ) -> T | None:
+        """Await one backend step; failures become `missing` entries, never exceptions."""
+        self._n += 1
+        key = self._n
+        self.pending[key] = (what, source, query)
+        try:
+            result = await coro
+        except BackendError as exc:
+            self.pending.pop(key, None)
+            self.miss(what, source, _reason(exc), query)
+            return None
+        except asyncio.CancelledError:
+            raise  # stays pending: reported as cut off by the budget
+        except Exception as exc:  # a bug must cost evidence, not the page
+            self.pending.pop(key, None)
+            log.exception("gather step failed", extra={"step": what})
+            self.miss(what, source, f"internal error: {type(exc).__name__}: {exc}"[:300], query)
+            return None
+        self.pending.pop(key, None)
+        return result
+
+
+class Gatherer:
+    """Collects evidence for alerts from the configured backends; one per process."""
+
+    def __init__(self, config: SourcesConfig, deploys: DeploySource | None = None) -> None:
+        self.config = config
+        self.deploys = deploys
+        self._session: aiohttp.ClientSession | None = None
+        self._make_clients(None)
+
+    def _make_clients(self, session: aiohttp.ClientSession | None) -> None:
+        c = self.config
+
+        def backend(name: str, cfg: Any) -> HttpBackend:
+            return HttpBackend(name, cfg, session if cfg.base_url else None, c.cache_ttl)
+
+        self.http = {
+            "prometheus": backend("prometheus", c.prometheus),
+            "tempo": backend("tempo", c.tempo),
+            "loki": backend("loki", c.loki),
+            "grafana": backend("grafana", c.grafana),
+        }
+        self.prometheus = PrometheusClient(self.http["prometheus"], c.prometheus)
+        self.tempo = TempoClient(self.http["tempo"], c.tempo, c.max_value_chars)
+        self.loki = LokiClient(self.http["loki"], c.loki)
+        self.grafana = GrafanaClient(self.http["grafana"], c.grafana)
+
+    async def start(self) -> None:
+        """Create the shared HTTP session; connection pools sized to the concurrency limits."""
+        if self._session is not None:
+            return
+        c = self.config
+        limit = sum(b.concurrency for b in (c.prometheus, c.tempo, c.loki, c.grafana)) + 8
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(total=None),
+            raise_for_status=False,
+        )
+        self._make_clients(self._session)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._make_clients(None)
+
+    def requests_sent(self) -> dict[str, int]:
+        """Real HTTP requests sent per backend since start (cache hits and coalesced excluded)."""
+        return {k: v.sent for k, v in self.http.items()}
+
+    # --- the stage ------------------------------------------------------------------------
+
+    async def gather(
+        self, message: WebhookMessage, received_at: datetime, budget_s: float
+    ) -> EvidenceBundle:
+        """Evidence for one notification. Never raises; returns within the budget."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        wall0 = time.perf_counter()
+        budget = max(0.0, min(float(budget_s), self.config.budget))
+        hard_deadline = t0 + budget
+        reserve = min(_RESERVE_MAX, max(_RESERVE_MIN, budget * _RESERVE_FRACTION))
+        work_deadline = hard_deadline - reserve
+        try:
+            ev = self._evidence(message, received_at)
+        except Exception as exc:  # malformed input the intake let through
+            log.exception("cannot start gather")
+            return self._fallback(message, f"internal error: {type(exc).__name__}: {exc}")
+        run = _Run(ev, work_deadline)
+        timed_out = False
+        if work_deadline > loop.time():
+            if self._session is None:
+                await self.start()
+            task = asyncio.ensure_future(self._collect(run, message, received_at))
+            try:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, work_deadline - loop.time()))
+                if task in done and task.exception() is not None:
+                    exc = task.exception()
+                    log.error("gather failed", exc_info=exc)
+                    run.miss("evidence", "analysis", f"internal error: {type(exc).__name__}")
+                elif task not in done:
+                    timed_out = True
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=max(0.0, hard_deadline - loop.time()) / 4)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+        else:
+            timed_out = True
+        for what, source, query in run.pending.values():
+            run.miss(what, source, f"no answer within the gather budget of {budget:.2f}s", query)
+        try:
+            bundle = self._finish(run, budget, timed_out)
+        except Exception as exc:
+            log.exception("building the bundle failed")
+            return self._fallback(message, f"internal error: {type(exc).__name__}: {exc}")
+        bundle.stats.elapsed_ms = round((time.perf_counter() - wall0) * 1000, 2)
+        return bundle
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def service_of(self, labels: dict[str, str]) -> str | None:
+        for key in self.config.service_labels:
+            if labels.get(key):
+                return self.config.service_names.get(labels[key], labels[key])
+        return None
+
+    def _primary(self, message: WebhookMessage) -> Alert:
+        firing = [a for a in message.alerts if a.status == "firing"]
+        pool = firing or list(message.alerts)
+        return min(pool, key=lambda a: a.starts_at)
+
+    def _quantize(self, t: datetime, up: bool) -> datetime:
+        q = self.config.time_quantum
+        if q <= 0:
+            return t
+        ts = t.timestamp()
+        ts = math.ceil(ts / q) * q if up else math.floor(ts / q) * q
+        return datetime.fromtimestamp(ts, UTC)
+
+    def _evidence(self, message: WebhookMessage, received_at: datetime) -> GatheredEvidence:
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        alert = self._primary(message)
+        labels = {**message.commonLabels, **alert.labels}
+        starts = alert.starts_at
+        end = received_at
+        if alert.ends_at is not None and alert.ends_at < end:
+            end = alert.ends_at
+        end = max(end, starts + timedelta(seconds=1))
+        start = starts - timedelta(seconds=self.config.lookback)
+        info = AlertInfo(
+            alertname=labels.get("alertname", ""),
+            status=alert.status,
+            service=self.service_of(labels),
+            severity=labels.get("severity", ""),
+            starts_at=starts,
+            fingerprint=alert.fingerprint,
+            labels=labels,
+            summary=alert.annotations.get("summary", "")[:500],
+            description=alert.annotations.get("description", "")[:1000],
+            alerts_in_group=len(message.alerts),
+            group_key=message.groupKey,
+        )
+        ev = GatheredEvidence(
+            alert=info,
+            service=info.service,
+            window_start=self._quantize(start, up=False),
+            window_end=self._quantize(end, up=True),
+        )
+        for key, kind, title in (
+            ("dashboard_url", "dashboard", "Dashboard (from the alert)"),
+            ("runbook_url", "runbook", "Runbook (from the alert)"),
+        ):
+            url = alert.annotations.get(key) or message.commonAnnotations.get(key)
+            if url and safe_link(url):
+                ev.links.append(Link(kind=kind, title=title, url=url, from_alert=True))
+        if alert.generatorURL and safe_link(alert.generatorURL):
+            ev.links.append(
+                Link(
+                    kind="generator",
+                    title="Alert expression (from the alert)",
+                    url=alert.generatorURL,
+                    from_alert=True,
+                )
+            )
+        return ev
+
+    def _fallback(self, message: WebhookMessage, reason: str) -> EvidenceBundle:
+        """A bundle that cannot fail to build: the alert alone and why there is nothing else."""
+        try:
+            labels = dict(message.commonLabels)
+            starts = min(a.starts_at for a in message.alerts)
+        except Exception:
+            labels, starts = {}, datetime.now(UTC)
+        return EvidenceBundle(
+            alert=AlertInfo(
+                alertname=labels.get("alertname", ""),
+                status=message.status,
+                starts_at=starts,
+                labels=labels,
+                group_key=message.groupKey,
+            ),
+            missing=[Missing(what="evidence", source="analysis", reason=reason[:400])],
+            budget=BudgetInfo(token_budget=self.config.token_budget),
+        )
+
+    # --- collection -----------------------------------------------------------------------
+
+    async def _collect(self, run: _Run, message: WebhookMessage, received_at: datetime) -> None:
+        ev = run.ev
+        for what, source, configured in (
+            ("exemplars and rules", "prometheus", self.prometheus.configured),
+            ("traces", "tempo", self.tempo.configured),
+            ("logs", "loki", self.loki.configured),
+            ("deploy annotations and Explore links", "grafana", self.grafana.configured),
+        ):
+            if not configured:
+                run.miss(what, source, "not configured")  # type: ignore[arg-type]
+        jobs: list[Coroutine[Any, Any, None]] = [self._chain(run, message)]
+        if ev.service:
+            jobs += [
+                self._service_errors(run),
+                self._build_info(run),
+                self._annotations(run),
+                self._deploy_events(run),
+            ]
+        else:
+            run.miss(
+                "service",
+                "alertmanager",
+                "no alert label names the service (looked for "
+                + ", ".join(self.config.service_labels)
+                + ")",
+            )
+        await asyncio.gather(*jobs)
+
+    async def _expression(self, run: _Run, message: WebhookMessage) -> AlertQuery | None:
+        alert = self._primary(message)
+        labels = {**message.commonLabels, **alert.labels}
+        expr = expr_from_generator_url(alert.generatorURL)
+        source = "generatorURL"
+        if expr is None:
+            if self.prometheus.configured:
+                rules = await run.step(
+                    "alert rules",
+                    "prometheus",
+                    self.prometheus.rules(run.deadline),
+                    "GET /api/v1/rules?type=alert",
+                )
+                rule = match_rule(rules or [], labels) if rules is not None else None
+                if rule is not None:
+                    expr, source = rule.query, "rules"
+                elif rules is not None:
+                    run.miss(
+                        "alert expression",
+                        "prometheus",
+                        "the alert has no generatorURL with g0.expr and no Prometheus "
+                        f"alerting rule matches alertname={labels.get('alertname', '')!r}",
+                    )
+            else:
+                run.miss(
+                    "alert expression",
+                    "alertmanager",
+                    "the alert has no generatorURL with g0.expr and Prometheus is not "
+                    "configured to look up its rule",
+                )
+        if expr is None:
+            return None
+        try:
+            aq = analyse_expression(expr, labels, source)  # type: ignore[arg-type]
+        except PromQLError as exc:
+            run.miss("alert expression", "prometheus", str(exc)[:400], expr)
+            return None
+        run.ev.query = aq
+        return aq
+
+    async def _chain(self, run: _Run, message: WebhookMessage) -> None:
+        ev = run.ev
+        aq = await self._expression(run, message)
+        start, end = ev.window_start.timestamp(), ev.window_end.timestamp()
+        chosen: list[ChosenTrace] = []
+        if aq is not None and self.prometheus.configured:
+            ev.exemplar_query = aq.primary.render()
+            sel = await run.step(
+                "exemplars",
+                "prometheus",
+                self.prometheus.select_exemplars(
+                    aq,
+                    start,
+                    end,
+                    self.config.top_traces,
+                    self.config.healthy_traces,
+                    run.deadline,
+                ),
+                ev.exemplar_query,
+            )
+            if sel is not None:
+                chosen = sel.suspects + sel.healthy
+                if sel.finding:
+                    ev.notes.append(sel.finding)
+                for sk in sel.skipped:
+                    run.miss(
+                        "exemplars",
+                        "prometheus",
+                        f"{sk.count} exemplar(s) skipped: {sk.reason} (e.g. {sk.example})",
+                        ev.exemplar_query,
+                    )
+        if not any(c.role == "suspect" for c in chosen):
+            chosen += await self._search_fallback(run, aq)
+        ev.chosen = chosen
+        if not chosen:
+            return
+        if not self.tempo.configured and not self.loki.configured:
+            return
+        await asyncio.gather(*(self._one_trace(run, c) for c in chosen))
+
+    async def _search_fallback(self, run: _Run, aq: AlertQuery | None) -> list[ChosenTrace]:
+        """No exemplar trace ids: ask Tempo for the service's failing or slow traces."""
+        ev = run.ev
+        if not self.tempo.configured or not ev.service:
+            return []
+        mode = "slow" if aq is not None and aq.kind == "latency" else "error"
+        thr = aq.threshold_seconds if aq is not None else None
+        thr = thr if thr is not None else self.config.tempo.slow_threshold
+        start, end = int(ev.window_start.timestamp()), int(ev.window_end.timestamp())
+        q = traceql_for(ev.service, mode, thr)
+        healthy_q = traceql_for(ev.service, "healthy", thr)
+        hits, healthy = await asyncio.gather(
+            run.step(
+                "trace search", "tempo", self.tempo.search(q, start, end, deadline=run.deadline), q
+            ),
+            run.step(
+                "healthy trace search",
+                "tempo",
+                self.tempo.search(healthy_q, start, end, deadline=run.deadline),
+                healthy_q,
+            )
+            if self.config.healthy_traces
+            else _none(),
+        )
+        ev.exemplar_query = ev.exemplar_query or q
+        out: list[ChosenTrace] = []
+        ordered = sorted(hits or [], key=lambda h: -h.start_ns)
+        for h in ordered[: self.config.top_traces]:
+            out.append(
+                ChosenTrace(
+                    trace_id=h.trace_id,
+                    role="suspect",
+                    source="traceql",
+                    reason=f"TraceQL {q}: {h.root_service} {h.root_name} {h.duration_ms:g} ms, "
+                    f"most recent of {len(ordered)}",
+                    value=h.duration_ms / 1000.0,
+                    timestamp=h.start_ns / 1e9,
+                )
+            )
+        if hits is not None and not hits:
+            ev.notes.append(f"TraceQL fallback found no traces: {q}")
+        seen = {c.trace_id for c in out}
+        for h in sorted(healthy or [], key=lambda h: -h.start_ns):
+            if len([c for c in out if c.role == "healthy"]) >= self.config.healthy_traces:
+                break
+            if h.trace_id in seen:
+                continue
+            out.append(
+                ChosenTrace(
+                    trace_id=h.trace_id,
+                    role="healthy",
+                    source="traceql",
+                    reason=f"TraceQL {healthy_q}: {h.duration_ms:g} ms",
+                    value=h.duration_ms / 1000.0,
+                    timestamp=h.start_ns / 1e9,
+                )
+            )
+        return out
+
+    async def _one_trace(self, run: _Run, c: ChosenTrace) -> None:
+        """Tempo and (for suspects) Loki in parallel; the exemplar time sets the log window."""
+        jobs: list[Coroutine[Any, Any, None]] = []
+        if self.tempo.configured:
+            jobs.append(self._fetch_trace(run, c))
+        if self.loki.configured and c.role == "suspect":
+            jobs.append(self._trace_logs(run, c))
+        await asyncio.gather(*jobs)
+
+    async def _fetch_trace(self, run: _Run, c: ChosenTrace) -> None:
+        q = f"GET /api/v2/traces/{c.trace_id}"
+        res: TraceFetch | None = await run.step(
+            f"trace {c.trace_id}", "tempo", self.tempo.fetch_trace(c.trace_id, run.deadline), q
+        )
+        if res is None:
+            return
+        run.ev.traces[c.trace_id] = res
+        if res.outcome == "found" and res.trace is not None:
+            run.ev.stats.raw_trace_bytes += len(res.trace.model_dump_json())
+        elif res.outcome == "not_found":
+            run.miss(f"trace {c.trace_id}", "tempo", f"trace not found ({res.detail})", q)
+        else:
+            run.miss(f"trace {c.trace_id}", "tempo", f"bad trace id ({res.detail})", q)
+
+    async def _trace_logs(self, run: _Run, c: ChosenTrace) -> None:
+        pad = self.config.loki.trace_window
+        t = c.timestamp
+        start_ns = int(math.floor((t - pad) / 10) * 10 * 1e9)
+        end_ns = int(math.ceil((t + pad) / 10) * 10 * 1e9)
+        q = " ; ".join(self.loki.trace_queries(c.trace_id))
+        res = await run.step(
+            f"logs of trace {c.trace_id}",
+            "loki",
+            self.loki.trace_logs(c.trace_id, start_ns, end_ns, run.deadline),
+            q,
+        )
+        if res is None:
+            return
+        results, errors = res
+        run.ev.trace_logs[c.trace_id] = results
+        run.ev.stats.raw_log_bytes += sum(len(ln.line) + 60 for r in results for ln in r.lines)
+        for e in errors:
+            run.miss(f"logs of trace {c.trace_id}", "loki", _reason(e), q)
+
+    async def _service_errors(self, run: _Run) -> None:
+        ev = run.ev
+        if not self.loki.configured or self.config.loki.error_limit == 0 or not ev.service:
+            return
+        q = self.loki.service_errors_query(ev.service)
+        start_ns = int(ev.window_start.timestamp()) * 10**9
+        end_ns = int(ev.window_end.timestamp()) * 10**9
+        res = await run.step(
+            "service error logs",
+            "loki",
+            self.loki.service_errors(ev.service, start_ns, end_ns, run.deadline),
+            q,
+        )
+        if res is not None:
+            ev.service_errors = res
+            ev.stats.raw_log_bytes += sum(len(ln.line) + 60 for ln in res.lines)
+
+    async def _build_info(self, run: _Run) -> None:
+        ev = run.ev
+        if not self.prometheus.configured or not ev.service:
+            return
+        q = self.prometheus.build_info_query(ev.service)
+        series = await run.step(
+            "build info",
+            "prometheus",
+            self.prometheus.build_info(
+                ev.service, ev.window_start.timestamp(), ev.window_end.timestamp(), run.deadline
+            ),
+            q,
+        )
+        if series is None:
+            return
+        c = self.config.prometheus
+        sig = from_build_info(
+            ev.service, series, c.build_info_version_label, c.build_info_commit_label, q
+        )
+        if sig is not None:
+            ev.deploy_signals.append(sig)
+        else:
+            ev.notes.append(f"no {c.build_info_metric} series for service {ev.service}")
+
+    async def _annotations(self, run: _Run) -> None:
+        ev = run.ev
+        if not self.grafana.configured or not self.config.grafana.annotations or not ev.service:
+            return
+        from_ms = int(ev.window_start.timestamp() * 1000)
+        to_ms = int(ev.window_end.timestamp() * 1000)
+        q = f"GET /api/annotations?tags={self.config.grafana.deploy_tag}&from={from_ms}&to={to_ms}"
+        anns = await run.step(
+            "deploy annotations",
+            "grafana",
+            self.grafana.deploy_annotations(from_ms, to_ms, run.deadline),
+            q,
+        )
+        if anns is not None:
+            ev.deploy_signals.extend(from_annotations(ev.service, anns, q))
+
+    async def _deploy_events(self, run: _Run) -> None:
+        ev = run.ev
+        if self.deploys is None or not ev.service:
+            return
+        coro = self.deploys.recent(ev.service, ev.window_start, ev.window_end)
+        events = await run.step("deploy events", "ci", coro, f"recent deploys of {ev.service}")
+        if events:
+            ev.deploy_signals.extend(from_events(events))
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def _finish(self, run: _Run, budget: float, timed_out: bool) -> EvidenceBundle:
+        ev = run.ev
+        suspects = [
+            ev.traces[c.trace_id].trace
+            for c in ev.chosen
+            if c.role == "suspect" and c.trace_id in ev.traces and ev.traces[c.trace_id].trace
+        ]
+        healthy = [
+            ev.traces[c.trace_id].trace
+            for c in ev.chosen
+            if c.role == "healthy" and c.trace_id in ev.traces and ev.traces[c.trace_id].trace
+        ]
+        if suspects:
+            ev.findings = analyse_traces(
+                [t for t in suspects if t is not None], [t for t in healthy if t is not None]
+            )
+        elif ev.chosen and self.tempo.configured:
+            ev.notes.append("none of the chosen traces could be fetched from Tempo")
+        if ev.service:
+            signals = list(ev.deploy_signals)
+            if ev.findings is not None:
+                for t in ev.findings.suspects:
+                    res = t.resources.get(ev.service)
+                    if res:
+                        sig = from_trace_resource(ev.service, res)
+                        if sig is not None:
+                            sig.query = f"GET /api/v2/traces/{t.trace_id}"
+                            signals.insert(0, sig)
+                        break
+            ev.deploy = combine(ev.service, ev.alert.starts_at, signals)
+        self._links(ev)
+        ev.stats.budget_s = budget
+        ev.stats.timed_out = timed_out
+        ev.stats.backend_requests = self.requests_sent()
+        return build_bundle(ev, self.config.token_budget, self.config.loki.max_lines)
+
+    def _links(self, ev: GatheredEvidence) -> None:
+        from_ms = int(ev.window_start.timestamp() * 1000)
+        to_ms = int(ev.window_end.timestamp() * 1000)
+        culprit = ev.findings.culprit.trace_id if ev.findings and ev.findings.culprit else None
+        ids = [culprit] if culprit else []
+        ids += [c.trace_id for c in ev.chosen if c.role == "suspect" and c.trace_id not in ids]
+        for tid in ids[: self.config.top_traces]:
+            url = self.grafana.trace_link(tid, from_ms, to_ms)
+            if url:
+                ev.links.append(
+                    Link(kind="grafana_trace", title=f"Trace {tid} in Grafana", url=url)
+                )
+            if self.tempo.configured:
+                ev.links.append(
+                    Link(
+                        kind="tempo_trace",
+                        title=f"Trace {tid} (Tempo API)",
+                        url=self.tempo.trace_url(tid),
+                    )
+                )
+        if ids:
+            for q in self.loki.trace_queries(ids[0])[:1]:
+                url = self.grafana.logs_link(q, from_ms, to_ms)
+                if url:
+                    ev.links.append(
+                        Link(kind="grafana_logs", title="Logs of the trace in Grafana", url=url)
+                    )
+        if ev.service and self.loki.configured:
+            url = self.grafana.logs_link(self.loki.service_errors_query(ev.service), from_ms, to_ms)
+            if url:
+                ev.links.append(
+                    Link(kind="grafana_logs", title=f"{ev.service} error logs", url=url)
+                )
+
+
+async def _none() -> None:
+    return None
+
+
+class StageGatherer:
+    """Adapter to `enricher.pipeline.stages.Gatherer` (GatherInput -> GatherOutput).
+
+    The stage runner cancels at exactly its timeout, so the bundle is asked to be ready a
+    little earlier (5 %, at least 50 ms) to be sure it is not lost to that race.
+    """
+
+    def __init__(self, gatherer: Gatherer) -> None:
+        self.gatherer = gatherer
+
+    async def gather(self, inp: Any) -> Any:
+        from enricher.pipeline.stages import GatherOutput
+
+        budget = max(0.0, inp.budget_s - max(0.05, 0.05 * inp.budget_s))
+        received = datetime.fromtimestamp(inp.received_at, UTC)
+        bundle = await self.gatherer.gather(inp.message, received, budget)
+        return GatherOutput(bundle=bundle.model_dump(mode="json"), reasons=bundle.missing_reasons())
