@@ -62,9 +62,7 @@ def http_post(
         return exc.code, exc.read()
 
 
-def wait_until(
-    check: Any, timeout: float, interval: float = 0.1, what: str = "condition"
-) -> Any:
+def wait_until(check: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
     """Poll `check()` until it returns something truthy; the value is returned."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -141,7 +139,7 @@ class _Process:
             wait_until(ready, timeout, what=f"{self.name} ready at {url}")
         except (TimeoutError, RuntimeError):
             self.stop()
-            raise RuntimeError(f"{self.name} did not become ready:\n{self.log()[-3000:]}")
+            raise RuntimeError(f"{self.name} did not become ready:\n{self.log()[-3000:]}") from None
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -193,6 +191,8 @@ class Prometheus(_Process):
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--enable-feature=exemplar-storage",
                 "--web.enable-lifecycle",
+                # The first evaluation may precede Alertmanager discovery; resend soon.
+                "--rules.alert.resend-delay=1s",
             ]
         )
         self._wait_ready(f"{self.url}/-/ready", 30)
@@ -217,7 +217,6 @@ class Alertmanager(_Process):
     ) -> None:
         super().__init__(workdir)
         self.port = free_port()
-        self.cluster_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True, "max_alerts": 0}
         if bearer_token:
@@ -247,7 +246,8 @@ class Alertmanager(_Process):
                 f"--config.file={self.workdir / 'alertmanager.yml'}",
                 f"--storage.path={self.workdir / 'am-data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
+                # A single instance: no gossip, so no 10 s wait for the cluster to settle.
+                "--cluster.listen-address=",
             ]
         )
         self._wait_ready(f"{self.url}/-/ready", 30)

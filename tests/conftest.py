@@ -1,0 +1,98 @@
+"""Shared fixtures: in-process services on a real socket, and the recorded fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from enricher.config import load_config
+from enricher.notify.page import Page
+from enricher.server import SERVICE, Service, create_app
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+REAL = SHARED / "fixtures" / "real" / "checkout-slow-query"
+
+
+@pytest.fixture
+def real_fixtures() -> Path:
+    if not REAL.is_dir():
+        pytest.skip(f"shared fixtures not found at {REAL}")
+    return REAL
+
+
+def webhook_body(**changes: Any) -> dict[str, Any]:
+    """The recorded single-alert notification, with top-level or first-alert changes."""
+    body = json.loads((REAL / "alertmanager-webhook-1.json").read_text())
+    alert_changes = changes.pop("alert", {})
+    body.update(changes)
+    body["alerts"][0].update(alert_changes)
+    return body
+
+
+class Recorder:
+    """A notifier that keeps what it was given; the in-process stand-in for a pager."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+        self.event = asyncio.Event()
+
+    async def send(self, page: Page) -> None:
+        self.pages.append(page)
+        self.event.set()
+
+    async def close(self) -> None:
+        return None
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[MakeClient]:
+    clients: list[TestClient] = []
+
+    async def make(overrides: dict[str, Any] | None = None, **service_kwargs: Any) -> TestClient:
+        over = {"data_dir": str(tmp_path / f"data{len(clients)}"), **(overrides or {})}
+        config = load_config(environ={}, overrides=over)
+        app = create_app(config, **service_kwargs)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+def service_of(client: TestClient) -> Service:
+    return client.server.app[SERVICE]
+
+
+async def post(client: TestClient, body: Any, **kw: Any) -> Any:
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
+    return await client.post("/api/v1/alerts", data=data, headers=headers, **kw)
+
+
+async def wait_pages(client: TestClient, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        resp = await client.get("/api/v1/pages?limit=500")
+        pages = (await resp.json())["pages"]
+        done = [p for p in pages if all(d["state"] != "pending" for d in p["deliveries"])]
+        if len(done) >= n:
+            return pages
+        if loop.time() > end:
+            raise AssertionError(f"expected {n} delivered pages, have {len(done)}: {pages!r}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,208 @@
+"""The pipeline: deadlines, degraded pages, urgency before age, retries, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from enricher.pipeline.stages import GatherInput, GatherOutput
+from enricher.store.base import JobState, NewNotification
+from enricher.store.sqlite import SQLiteStore
+from tests.conftest import Recorder, post, service_of, wait_pages, webhook_body
+
+
+class HangingGatherer:
+    """Evidence that never arrives, like a Tempo that stopped answering."""
+
+    async def gather(self, inp: GatherInput) -> GatherOutput:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+class SlowForWarnings:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def gather(self, inp: GatherInput) -> GatherOutput:
+        if inp.message.severity() != "critical":
+            await self.release.wait()
+        return GatherOutput()
+
+
+async def test_page_goes_out_at_its_deadline_marked_degraded(make_client):
+    rec = Recorder()
+    client = await make_client(
+        {"pipeline": {"deadlines": {"default": 2.0}, "delivery_reserve": 0.5}},
+        notifiers=[rec],
+        gatherer=HangingGatherer(),
+    )
+    assert (await post(client, webhook_body())).status == 200
+    [page] = await wait_pages(client, 1, timeout=10)
+    assert page["degraded"] is True
+    assert any(r.startswith("gather:") for r in page["reasons"]), page["reasons"]
+    assert page["paged_at"] <= page["deadline"]
+    assert rec.pages[0].degraded
+
+
+async def test_warning_storm_does_not_delay_a_critical_page(make_client):
+    gatherer = SlowForWarnings()
+    rec = Recorder()
+    client = await make_client({"pipeline": {"workers": 4}}, notifiers=[rec], gatherer=gatherer)
+    for i in range(40):
+        body = webhook_body(
+            groupKey=f"warn-{i}", alert={"labels": {"alertname": f"W{i}", "severity": "warning"}}
+        )
+        assert (await post(client, body)).status == 200
+    crit = webhook_body(groupKey="crit")
+    assert (await post(client, crit)).status == 200
+    await asyncio.wait_for(rec.event.wait(), 10)
+    # The critical page went out while every warning was still stuck in its gather stage.
+    assert [p.severity for p in rec.pages] == ["critical"]
+    gatherer.release.set()
+    await wait_pages(client, 41, timeout=20)
+    assert len(rec.pages) == 41
+
+
+async def test_delivery_retries_after_429_honouring_retry_after(make_client):
+    calls: list[float] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"}, text="slow down")
+        if len(calls) == 2:
+            return web.Response(status=502, text="bad gateway")
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        client = await make_client(
+            {
+                "notifiers": {
+                    "log": {"enabled": False},
+                    "webhook": {"url": str(server.make_url("/hook"))},
+                }
+            }
+        )
+        await post(client, webhook_body())
+        [page] = await wait_pages(client, 1, timeout=15)
+        [delivery] = page["deliveries"]
+        assert delivery["notifier"] == "webhook" and delivery["state"] == "sent"
+        assert delivery["attempts"] == 3
+        assert len(calls) == 3
+        assert calls[1] - calls[0] >= 0.9  # waited as the receiver asked
+    finally:
+        await server.close()
+
+
+async def test_permanent_delivery_error_is_recorded_not_retried(make_client):
+    calls = 0
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.Response(status=400, text="invalid payload")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        client = await make_client(
+            {"notifiers": {"webhook": {"url": str(server.make_url("/hook"))}}}
+        )
+        await post(client, webhook_body())
+        [page] = await wait_pages(client, 1)
+        by_name = {d["notifier"]: d for d in page["deliveries"]}
+        assert by_name["webhook"]["state"] == "failed"
+        assert "HTTP 400" in by_name["webhook"]["last_error"]
+        assert by_name["log"]["state"] == "sent"
+        assert calls == 1
+    finally:
+        await server.close()
+
+
+def _notification(key: str, priority: int = 0) -> NewNotification:
+    body = webhook_body(groupKey=key)
+    import json
+
+    now = time.time()
+    return NewNotification(
+        idem_key=key,
+        group_key=key,
+        status="firing",
+        severity="critical",
+        priority=priority,
+        alert_count=1,
+        received_at=now,
+        deadline=now + 30,
+        body=json.dumps(body).encode(),
+    )
+
+
+async def test_job_of_a_dead_worker_is_taken_up_when_its_lease_expires(tmp_path):
+    store = SQLiteStore(tmp_path / "d")
+    await store.open()
+    try:
+        await store.accept(_notification("a"))
+        [job] = await store.claim("worker-that-dies", 0.3, 10, 1000)
+        assert await store.claim("other", 30, 10, 1000) == []  # leased
+        await asyncio.sleep(0.4)
+        [again] = await store.claim("other", 30, 10, 1000)
+        assert again.id == job.id and again.attempts == 2
+        await store.set_state(again.id, "other", JobState.DONE)
+        assert await store.backlog() == 0
+    finally:
+        await store.close()
+
+
+async def test_claims_take_the_most_urgent_then_the_oldest(tmp_path):
+    store = SQLiteStore(tmp_path / "d")
+    await store.open()
+    try:
+        for key, prio in (("w1", 2), ("c1", 0), ("w2", 2), ("c2", 0)):
+            await store.accept(_notification(key, prio))
+        jobs = await store.claim("me", 30, 10, 1000)
+        assert [j.group_key for j in jobs] == ["c1", "c2", "w1", "w2"]
+    finally:
+        await store.close()
+
+
+async def test_a_second_process_cannot_open_the_same_data_dir(tmp_path):
+    from enricher.store.base import StoreError
+
+    a = SQLiteStore(tmp_path / "d")
+    await a.open()
+    try:
+        b = SQLiteStore(tmp_path / "d")
+        try:
+            await b.open()
+        except StoreError as exc:
+            assert "in use" in str(exc)
+        else:
+            raise AssertionError("second open succeeded")
+    finally:
+        await a.close()
+
+
+async def test_sigterm_path_releases_unfinished_jobs(make_client):
+    client = await make_client({"pipeline": {"shutdown_grace": 0.2}}, gatherer=HangingGatherer())
+    svc = service_of(client)
+    await post(client, webhook_body())
+    for _ in range(100):
+        if svc.pipeline.active:
+            break
+        await asyncio.sleep(0.02)
+    assert svc.pipeline.active
+    await svc.pipeline.stop(0.2)
+    svc.intake.draining = True
+    rows = await svc.store._read(
+        lambda c: c.execute("SELECT state, lease_owner FROM jobs").fetchall()
+    )
+    assert rows == [("gathering", None)]  # unfinished, free for the next start
