@@ -112,6 +112,8 @@ class TraceAnalysis(BaseModel):
     culprit_reason: str = ""
     resources: dict[str, dict[str, AttrValue]] = Field(default_factory=dict)
     partial: bool = False
+    # span id -> operation, to place log lines (which carry span ids) against operations.
+    span_ops: dict[str, str] = Field(default_factory=dict)
 
 
 class Culprit(BaseModel):
@@ -354,6 +356,7 @@ def analyse_trace(
         culprit_reason=reason,
         resources=resources,
         partial=trace.partial,
+        span_ops={s.span_id: op_key(s.service, s.name) for s in spans},
     )
     return ta
 

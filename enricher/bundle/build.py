@@ -128,6 +128,11 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
     chosen_by_id = {c.trace_id: c for c in ev.chosen}
     log_n = 0
     tpl_n = 0
+    background = {c.op for c in f.contrasts if c.background} if f is not None else set()
+    span_ops: dict[str, str] = {}
+    if f is not None:
+        for t in f.suspects:
+            span_ops.update(t.span_ops)
 
     def trace_query(tid: str) -> str:
         fetch = ev.traces.get(tid)
@@ -200,7 +205,9 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
                         kind="span",
                         source="tempo",
                         query=trace_query(t.trace_id),
-                        priority=prio if s.status == "error" else prio + 1,
+                        priority=8
+                        if s.op in background
+                        else (prio if s.status == "error" else prio + 1),
                         summary=_span_summary(s),
                         span=s,
                     )
@@ -265,47 +272,58 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
     for t in list(ev.trace_logs):
         if t not in ordered:
             ordered.append(t)
+
+    def noise(span_ids: list[str | None]) -> bool:
+        ops = [span_ops.get(sid or "") for sid in span_ids]
+        return bool(ops) and all(o in background for o in ops if o) and any(ops)
+
+    others: list[LogQueryResult] = []
     for tid in ordered:
+        if tid != culprit_trace:
+            others.extend(ev.trace_logs.get(tid) or [])
+            continue
         p = _logs_for(ev, tid, max_lines)
         ev.stats.log_lines_in += p.lines_in
-        q = " ; ".join(p.queries)
         for tpl in p.templates:
             trace_tpl_keys.add(f"{tpl.service}\x00{tpl.template}")
-        if tid == culprit_trace:
-            span_id = culprit.span.span_id if culprit is not None else None
-            # lines of the culprit span first, then the rest of its trace
-            lines = sorted(p.lines, key=lambda ln: (ln.span_id != span_id, ln.ts_ns))
-            for ln in lines:
-                log_n += 1
-                lid = f"log:{log_n}"
-                on_span = span_id is not None and ln.span_id == span_id
-                if on_span:
-                    culprit_logs.append(lid)
-                items.append(
-                    EvidenceItem(
-                        id=lid,
-                        kind="log",
-                        source="loki",
-                        query=ln.query,
-                        priority=1 if on_span else 2,
-                        summary=f"{ln.service or '?'}: {ln.line[:300]}",
-                        log=ln,
-                    )
+        span_id = culprit.span.span_id if culprit is not None else None
+        # lines of the culprit span first, then the rest of its trace
+        for ln in sorted(p.lines, key=lambda ln: (ln.span_id != span_id, ln.ts_ns)):
+            log_n += 1
+            lid = f"log:{log_n}"
+            on_span = span_id is not None and ln.span_id == span_id
+            if on_span:
+                culprit_logs.append(lid)
+            prio = 1 if on_span else 8 if noise([ln.span_id]) else 2
+            items.append(
+                EvidenceItem(
+                    id=lid,
+                    kind="log",
+                    source="loki",
+                    query=ln.query,
+                    priority=prio,
+                    summary=f"{ln.service or '?'}: {ln.line[:300]}",
+                    log=ln,
                 )
-        else:
-            for tpl in p.templates:
-                tpl_n += 1
-                items.append(
-                    EvidenceItem(
-                        id=f"logtpl:{tpl_n}",
-                        kind="log_template",
-                        source="loki",
-                        query=q,
-                        priority=4,
-                        summary=f"{tpl.count}x {tpl.service or '?'}: {tpl.example[:300]}",
-                        template=tpl,
-                    )
+            )
+    if others:
+        p = process((ln for r in others for ln in r.lines), max_lines)
+        ev.stats.log_lines_in += p.lines_in
+        q = " ; ".join(dict.fromkeys(r.query for r in others))
+        for tpl in p.templates:
+            trace_tpl_keys.add(f"{tpl.service}\x00{tpl.template}")
+            tpl_n += 1
+            items.append(
+                EvidenceItem(
+                    id=f"logtpl:{tpl_n}",
+                    kind="log_template",
+                    source="loki",
+                    query=q,
+                    priority=8 if noise(list(tpl.span_ids)) else 4,
+                    summary=f"{tpl.count}x {tpl.service or '?'}: {tpl.example[:300]}",
+                    template=tpl,
                 )
+            )
     if ev.service_errors is not None:
         p = process(ev.service_errors.lines, max_lines)
         ev.stats.log_lines_in += p.lines_in

@@ -1,0 +1,1 @@
+"""HTTP doubles of Prometheus, Tempo, Loki and Grafana, an OpenMetrics exporter, scenarios."""

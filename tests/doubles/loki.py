@@ -1,0 +1,271 @@
+"""A Loki double: push API ingest and `query_range` for log queries, in Loki 3's shapes.
+
+Recorded behaviour reproduced (fixtures/real/checkout-slow-query): structured metadata and a
+`detected_level` merged into the stream labels (one stream per distinct label set), ns
+timestamps as strings, the `stats` object, `Content-Type: application/json; charset=UTF-8`;
+errors as 400 text/plain (`parse error at line 1, col N: ...`, the empty-compatible selector
+rule, the max entries limit). LogQL subset: a selector with =, !=, =~, !~ matchers, then any
+of `|= "s"`, `!= "s"`, `|~ "re"`, `!~ "re"`, `| label="v"` / `| label=~"re"`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from tests.doubles._server import DoubleServer, answer
+
+MAX_ENTRIES = 5000
+_LEVELS = ("error", "warn", "info", "debug", "fatal", "critical", "trace")
+
+
+def _zero_stats() -> dict[str, Any]:
+    store = {
+        "totalChunksRef": 0, "totalChunksDownloaded": 0, "chunksDownloadTime": 0,
+        "queryReferencedStructuredMetadata": False, "queryUsedV2Engine": False,
+        "chunk": {k: 0 for k in (
+            "headChunkBytes", "headChunkLines", "decompressedBytes", "decompressedLines",
+            "compressedBytes", "totalDuplicates", "postFilterLines",
+            "headChunkStructuredMetadataBytes", "decompressedStructuredMetadataBytes")},
+        "chunkRefsFetchTime": 0, "congestionControlLatency": 0,
+        "pipelineWrapperFilteredLines": 0,
+        "dataobj": {k: 0 for k in (
+            "prePredicateDecompressedRows", "prePredicateDecompressedBytes",
+            "prePredicateDecompressedStructuredMetadataBytes", "postPredicateRows",
+            "postPredicateDecompressedBytes", "postPredicateStructuredMetadataBytes",
+            "postFilterRows", "pagesScanned", "pagesDownloaded", "pagesDownloadedBytes",
+            "pageBatches", "totalRowsAvailable", "totalPageDownloadTime",
+            "wireBytesTransferred")},
+    }
+    cache_entry = {k: 0 for k in (
+        "entriesFound", "entriesRequested", "entriesStored", "bytesReceived", "bytesSent",
+        "requests", "downloadTime", "queryLengthServed")}
+    return {
+        "summary": {
+            "bytesProcessedPerSecond": 0, "linesProcessedPerSecond": 0,
+            "totalBytesProcessed": 0, "totalLinesProcessed": 0, "execTime": 0.0,
+            "queueTime": 0.0, "subqueries": 0, "totalEntriesReturned": 0, "splits": 0,
+            "shards": 1, "totalPostFilterLines": 0, "totalStructuredMetadataBytesProcessed": 0,
+        },
+        "querier": {"store": dict(store), "querierExecTime": 0.0},
+        "ingester": {"totalReached": 1, "totalChunksMatched": 0, "totalBatches": 0,
+                     "totalLinesSent": 0, "store": dict(store), "recvWaitTime": 0.0},
+        "cache": {k: dict(cache_entry) for k in (
+            "chunk", "index", "result", "statsResult", "volumeResult", "seriesResult",
+            "labelResult", "instantMetricResult", "logResult", "taskResult")},
+        "index": {"totalChunks": 0, "postFilterChunks": 0, "shardsDuration": 0,
+                  "usedBloomFilters": False, "totalStreams": 0, "chunkRefsLookupTime": 0,
+                  "bloomFilterTime": 0},
+    }
+
+
+class LogQLError(ValueError):
+    pass
+
+
+class _Query:
+    """A parsed LogQL log query: selector matchers and pipeline stages."""
+
+    _TOKEN = re.compile(r'\s*(\{|\}|,|\|=|!=|\|~|!~|=~|=|\||"(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*)')
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.matchers: list[tuple[str, str, str]] = []
+        self.stages: list[tuple[str, str, str]] = []  # (kind, op/label, value)
+        self._parse()
+
+    def _err(self, msg: str) -> LogQLError:
+        return LogQLError(f"parse error at line 1, col {self.pos + 1}: syntax error: {msg}")
+
+    def _next(self) -> str | None:
+        m = self._TOKEN.match(self.text, self.pos)
+        if not m or m.end() == self.pos:
+            if self.text[self.pos:].strip():
+                raise self._err(f"unexpected {self.text[self.pos:].strip()[:10]!r}")
+            return None
+        self.pos = m.end()
+        return m.group(1)
+
+    @staticmethod
+    def _unquote(tok: str | None) -> str:
+        if tok is None or not tok.startswith('"'):
+            raise LogQLError(f"parse error : expected a string, got {tok!r}")
+        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+
+    def _parse(self) -> None:
+        if self._next() != "{":
+            raise self._err("unexpected start, expecting {")
+        while True:
+            name = self._next()
+            if name is None:
+                raise self._err("unexpected $end, expecting } or ,")
+            if name == "}":
+                break
+            op = self._next()
+            if op not in ("=", "!=", "=~", "!~"):
+                raise self._err(f"unexpected {op}")
+            self.matchers.append((name, op, self._unquote(self._next())))
+            sep = self._next()
+            if sep is None:
+                raise self._err("unexpected $end, expecting } or ,")
+            if sep == "}":
+                break
+            if sep != ",":
+                raise self._err(f"unexpected {sep}, expecting }} or ,")
+        if not any(
+            (op == "=" and v) or (op == "=~" and not re.fullmatch(v, ""))
+            for _, op, v in self.matchers
+        ):
+            raise LogQLError(
+                "parse error : queries require at least one regexp or equality matcher that "
+                'does not have an empty-compatible value. For instance, app=~".*" does not '
+                'meet this requirement, but app=~".+" will'
+            )
+        while True:
+            tok = self._next()
+            if tok is None:
+                return
+            if tok in ("|=", "!=", "|~", "!~"):
+                self.stages.append(("line", tok, self._unquote(self._next())))
+            elif tok == "|":
+                label = self._next()
+                op = self._next()
+                if label is None or op not in ("=", "!=", "=~", "!~"):
+                    raise self._err(f"unexpected {op}")
+                self.stages.append(("label", f"{label}{op}", self._unquote(self._next())))
+            else:
+                raise self._err(f"unexpected {tok}")
+
+    @staticmethod
+    def _label_ok(actual: str, op: str, v: str) -> bool:
+        if op == "=":
+            return actual == v
+        if op == "!=":
+            return actual != v
+        hit = re.fullmatch(v, actual) is not None
+        return hit if op == "=~" else not hit
+
+    def matches(self, labels: dict[str, str], line: str, meta: dict[str, str]) -> bool:
+        if not all(self._label_ok(labels.get(n, ""), op, v) for n, op, v in self.matchers):
+            return False
+        for kind, op, v in self.stages:
+            if kind == "line":
+                ok = {"|=": v in line, "!=": v not in line,
+                      "|~": re.search(v, line) is not None,
+                      "!~": re.search(v, line) is None}[op]
+            else:
+                m = re.match(r"^(.*?)(=~|!~|!=|=)$", op)
+                assert m is not None
+                name, lop = m.group(1), m.group(2)
+                ok = self._label_ok({**labels, **meta}.get(name, ""), lop, v)
+            if not ok:
+                return False
+        return True
+
+
+def parse_time(raw: str | None, default: int) -> int:
+    """Loki's parseTimestamp: '.' -> float seconds; <=10 digits -> seconds; else ns; RFC3339."""
+    if raw is None or raw == "":
+        return default
+    if "." in raw and re.fullmatch(r"[\d.]+", raw):
+        return int(round(float(raw), 3) * 1e9)
+    if re.fullmatch(r"\d+", raw):
+        return int(raw) * 10**9 if len(raw) <= 10 else int(raw)
+    return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() * 1e9)
+
+
+def detected_level(labels: dict[str, str], meta: dict[str, str], line: str) -> str:
+    for src in (meta, labels):
+        lv = src.get("level") or src.get("severity")
+        if lv:
+            return lv.lower()
+    first = line.split(" ", 1)[0].strip("[]:").lower()
+    if first in _LEVELS:
+        return first
+    m = re.search(r"\blevel=(\w+)", line)
+    return m.group(1).lower() if m else "unknown"
+
+
+class LokiDouble(DoubleServer):
+    def __init__(self, latency: float = 0.0) -> None:
+        # (labels, ts_ns, line, structured metadata)
+        self.entries: list[tuple[dict[str, str], int, str, dict[str, str]]] = []
+        super().__init__(latency)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/loki/api/v1/push", self._push)
+        app.router.add_get("/loki/api/v1/query_range", self._query_range)
+        app.router.add_get("/ready", self._ready)
+
+    def push(self, body: dict[str, Any]) -> int:
+        """Store a push-API JSON body; raises ValueError as Loki would answer 400."""
+        n = 0
+        for s in body.get("streams", []):
+            labels = s.get("stream") or {}
+            if not labels:
+                raise ValueError("error at least one label pair is required per stream")
+            for v in s.get("values", []):
+                if not isinstance(v[0], str):
+                    raise ValueError("timestamp must be a string of unix nanoseconds")
+                meta = v[2] if len(v) > 2 and isinstance(v[2], dict) else {}
+                self.entries.append(
+                    ({str(k): str(x) for k, x in labels.items()}, int(v[0]), str(v[1]),
+                     {str(k): str(x) for k, x in meta.items()})
+                )
+                n += 1
+        return n
+
+    async def _push(self, request: web.Request) -> web.Response:
+        try:
+            self.push(await request.json())
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return answer(f"{exc}\n", 400, "text/plain; charset=utf-8")
+        return web.Response(status=204)
+
+    async def _query_range(self, request: web.Request) -> web.Response:
+        qs = request.query
+        try:
+            query = _Query(qs.get("query", ""))
+            limit = int(qs.get("limit", "100"))
+            if limit > MAX_ENTRIES:
+                raise LogQLError(
+                    "max entries limit per query exceeded, limit > max_entries_limit_per_query "
+                    f"({limit} > {MAX_ENTRIES})"
+                )
+            end = parse_time(qs.get("end"), 2**63 - 1)
+            start = parse_time(qs.get("start"), end - 3600 * 10**9)
+        except (LogQLError, ValueError, re.error) as exc:
+            return answer(f"{exc}\n", 400, "text/plain; charset=utf-8")
+        backward = qs.get("direction", "backward") != "forward"
+        hits = [
+            e for e in self.entries
+            if start <= e[1] < end and query.matches(e[0], e[2], e[3])
+        ]
+        hits.sort(key=lambda e: e[1], reverse=backward)
+        hits = hits[:limit]
+        streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
+        for labels, ts, line, meta in hits:
+            merged = {**labels, **meta}
+            merged["detected_level"] = detected_level(labels, meta, line)
+            key = tuple(sorted(merged.items()))
+            streams.setdefault(key, []).append([str(ts), line])
+        stats = _zero_stats()
+        stats["summary"]["totalEntriesReturned"] = len(hits)
+        stats["summary"]["totalLinesProcessed"] = len(self.entries)
+        stats["summary"]["totalPostFilterLines"] = len(hits)
+        body = {
+            "status": "success",
+            "data": {
+                "resultType": "streams",
+                "result": [{"stream": dict(k), "values": v} for k, v in sorted(streams.items())],
+                "stats": stats,
+            },
+        }
+        return answer(body, 200, "application/json; charset=UTF-8")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        return web.Response(text="ready\n", content_type="text/plain")

@@ -1,0 +1,303 @@
+"""A Tempo double: OTLP/HTTP JSON ingest, trace by id (v1, v2) and TraceQL search.
+
+Answers in exactly the shapes recorded from Tempo 3.1 (fixtures/real/checkout-slow-query):
+trace JSON in protobuf's JSON mapping (base64 ids, int64 as strings, enum names, empty
+`status: {}`), a missing trace as 200 `{"trace":{},"metrics":{}}` on v2 and an empty 404 on
+v1, a malformed id as 400 text/plain, search hits with hex ids (leading zeros stripped).
+The TraceQL subset understood: `resource.service.name = "x"`, `status = error|ok|unset`,
+`status != error`, `duration > 500ms` / `< 1.5s`, joined by `&&`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+
+from tests.doubles._server import DoubleServer, answer
+
+KIND_NAMES = {
+    0: "SPAN_KIND_UNSPECIFIED",
+    1: "SPAN_KIND_INTERNAL",
+    2: "SPAN_KIND_SERVER",
+    3: "SPAN_KIND_CLIENT",
+    4: "SPAN_KIND_PRODUCER",
+    5: "SPAN_KIND_CONSUMER",
+}
+STATUS_NAMES = {0: "STATUS_CODE_UNSET", 1: "STATUS_CODE_OK", 2: "STATUS_CODE_ERROR"}
+_COND = re.compile(
+    r"^\s*(resource\.service\.name|status|duration)\s*(=|!=|>=|<=|>|<)\s*(\"[^\"]*\"|[\w.]+)\s*$"
+)
+
+
+def hex_to_b64(h: str, nbytes: int) -> str:
+    return base64.b64encode(bytes.fromhex(h.zfill(2 * nbytes))).decode()
+
+
+def _tempo_value(v: dict[str, Any]) -> dict[str, Any]:
+    """OTLP/JSON AnyValue -> protobuf JSON mapping (int64 as string)."""
+    if "intValue" in v:
+        return {"intValue": str(int(v["intValue"]))}
+    if "arrayValue" in v:
+        return {"arrayValue": {"values": [_tempo_value(x) for x in v["arrayValue"].get("values", [])]}}
+    if "kvlistValue" in v:
+        return {"kvlistValue": {"values": _tempo_attrs(v["kvlistValue"].get("values", []))}}
+    return dict(v)
+
+
+def _tempo_attrs(kvs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"key": kv["key"], "value": _tempo_value(kv.get("value", {}))} for kv in kvs]
+
+
+def _enum(v: Any, names: dict[int, str]) -> str:
+    return names.get(v, str(v)) if isinstance(v, int) else str(v)
+
+
+def to_tempo_span(sp: dict[str, Any]) -> dict[str, Any]:
+    """One OTLP/JSON span (hex ids, int enums) in Tempo's trace-by-id JSON form."""
+    out: dict[str, Any] = {
+        "traceId": hex_to_b64(sp["traceId"], 16),
+        "spanId": hex_to_b64(sp["spanId"], 8),
+    }
+    if sp.get("parentSpanId"):
+        out["parentSpanId"] = hex_to_b64(sp["parentSpanId"], 8)
+    if sp.get("flags"):
+        out["flags"] = sp["flags"]
+    out["name"] = sp.get("name", "")
+    out["kind"] = _enum(sp.get("kind", 0), KIND_NAMES)
+    out["startTimeUnixNano"] = str(int(sp["startTimeUnixNano"]))
+    out["endTimeUnixNano"] = str(int(sp["endTimeUnixNano"]))
+    if sp.get("attributes"):
+        out["attributes"] = _tempo_attrs(sp["attributes"])
+    if sp.get("events"):
+        out["events"] = [
+            {
+                "timeUnixNano": str(int(e.get("timeUnixNano", 0))),
+                "name": e.get("name", ""),
+                **({"attributes": _tempo_attrs(e["attributes"])} if e.get("attributes") else {}),
+            }
+            for e in sp["events"]
+        ]
+    st = sp.get("status") or {}
+    status: dict[str, Any] = {}
+    if st.get("message"):
+        status["message"] = st["message"]
+    if st.get("code"):
+        status["code"] = _enum(st["code"], STATUS_NAMES)
+    out["status"] = status
+    return out
+
+
+class _Stored:
+    def __init__(self, resource: dict[str, Any], scope: dict[str, Any], span: dict[str, Any]):
+        self.resource = resource
+        self.scope = scope
+        self.span = span
+
+    @property
+    def service(self) -> str:
+        for kv in self.resource.get("attributes", []):
+            if kv.get("key") == "service.name":
+                return str(kv.get("value", {}).get("stringValue", ""))
+        return ""
+
+    @property
+    def error(self) -> bool:
+        code = (self.span.get("status") or {}).get("code", 0)
+        return code in (2, "STATUS_CODE_ERROR")
+
+
+class TempoDouble(DoubleServer):
+    def __init__(self, latency: float = 0.0) -> None:
+        self.traces: dict[str, list[_Stored]] = defaultdict(list)
+        super().__init__(latency)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/traces", self._ingest)
+        app.router.add_get("/api/v2/traces/{trace_id}", self._trace_v2)
+        app.router.add_get("/api/traces/{trace_id}", self._trace_v1)
+        app.router.add_get("/api/search", self._search)
+        app.router.add_get("/api/echo", self._echo)
+        app.router.add_get("/ready", self._ready)
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def ingest(self, otlp: dict[str, Any]) -> int:
+        """Store an OTLP/JSON ExportTraceServiceRequest; returns the number of spans."""
+        n = 0
+        for rs in otlp.get("resourceSpans", []):
+            resource = rs.get("resource") or {}
+            for ss in rs.get("scopeSpans", []):
+                scope = ss.get("scope") or {}
+                for sp in ss.get("spans", []):
+                    tid = str(sp["traceId"]).lower()
+                    if not re.fullmatch(r"[0-9a-f]{32}", tid):
+                        raise ValueError(f"invalid trace id {tid!r}")
+                    self.traces[tid].append(_Stored(resource, scope, sp))
+                    n += 1
+        return n
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            self.ingest(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.Response(status=400, text=str(exc), content_type="text/plain")
+        return answer({"partialSuccess": {}})
+
+    # --- trace by id ----------------------------------------------------------------------
+
+    def _check_id(self, raw: str) -> str | web.Response:
+        for i, c in enumerate(raw):
+            if c not in "0123456789abcdefABCDEF":
+                return answer(
+                    f"trace IDs can only contain hex characters: invalid character "
+                    f"'{c}' at position {i + 1}\n",
+                    400,
+                    "text/plain; charset=utf-8",
+                )
+        if len(raw) > 32:
+            return answer("trace IDs can't be larger than 128 bits\n", 400,
+                          "text/plain; charset=utf-8")
+        return raw.lower().zfill(32)
+
+    def resource_spans(self, tid: str) -> list[dict[str, Any]]:
+        groups: dict[str, dict[str, Any]] = {}
+        for st in self.traces.get(tid, []):
+            rkey = json.dumps(st.resource, sort_keys=True)
+            g = groups.setdefault(rkey, {"resource": {"attributes": _tempo_attrs(
+                st.resource.get("attributes", []))}, "scopeSpans": {}})
+            skey = json.dumps(st.scope, sort_keys=True)
+            ss = g["scopeSpans"].setdefault(skey, {"scope": dict(st.scope), "spans": []})
+            ss["spans"].append(to_tempo_span(st.span))
+        return [{"resource": g["resource"], "scopeSpans": list(g["scopeSpans"].values())}
+                for g in groups.values()]
+
+    async def _trace_v2(self, request: web.Request) -> web.Response:
+        tid = self._check_id(request.match_info["trace_id"])
+        if isinstance(tid, web.Response):
+            return tid
+        rs = self.resource_spans(tid)
+        body: dict[str, Any] = {"trace": {"resourceSpans": rs} if rs else {}, "metrics": {}}
+        return answer(body)
+
+    async def _trace_v1(self, request: web.Request) -> web.Response:
+        tid = self._check_id(request.match_info["trace_id"])
+        if isinstance(tid, web.Response):
+            return tid
+        rs = self.resource_spans(tid)
+        if not rs:
+            return web.Response(status=404)
+        return answer({"batches": rs})
+
+    # --- search ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse(q: str) -> list[tuple[str, str, str]]:
+        q = q.strip()
+        if not (q.startswith("{") and q.endswith("}")):
+            raise ValueError(f"parse error: unexpected {q[:1]!r}")
+        inner = q[1:-1].strip()
+        conds = []
+        for part in inner.split("&&") if inner else []:
+            m = _COND.match(part)
+            if not m:
+                raise ValueError(f"parse error: unsupported condition {part.strip()!r}")
+            conds.append((m.group(1), m.group(2), m.group(3).strip('"')))
+        return conds
+
+    @staticmethod
+    def _dur_ns(v: str) -> float:
+        m = re.fullmatch(r"([\d.]+)(ns|us|ms|s|m)", v)
+        if not m:
+            raise ValueError(f"bad duration {v}")
+        return float(m.group(1)) * {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 6e10}[m.group(2)]
+
+    def _span_matches(self, st: _Stored, conds: list[tuple[str, str, str]]) -> bool:
+        for field_, op, val in conds:
+            if field_ == "resource.service.name":
+                ok = (st.service == val) if op == "=" else (st.service != val)
+            elif field_ == "status":
+                actual = "error" if st.error else "unset"
+                ok = (actual == val) if op == "=" else (actual != val)
+            else:
+                d = int(st.span["endTimeUnixNano"]) - int(st.span["startTimeUnixNano"])
+                t = self._dur_ns(val)
+                ok = {">": d > t, ">=": d >= t, "<": d < t, "<=": d <= t, "=": d == t,
+                      "!=": d != t}[op]
+            if not ok:
+                return False
+        return True
+
+    async def _search(self, request: web.Request) -> web.Response:
+        q = request.query.get("q", "{}")
+        try:
+            conds = self._parse(q)
+            start = int(request.query.get("start", "0"))
+            end = int(request.query.get("end", str(2**62)))
+            limit = int(request.query.get("limit", "20"))
+        except ValueError as exc:
+            return answer(str(exc) + "\n", 400, "text/plain; charset=utf-8")
+        hits = []
+        for tid, spans in self.traces.items():
+            matched = [st for st in spans if self._span_matches(st, conds)]
+            if not matched:
+                continue
+            t0 = min(int(st.span["startTimeUnixNano"]) for st in spans)
+            t1 = max(int(st.span["endTimeUnixNano"]) for st in spans)
+            if not (start * 10**9 <= t0 <= end * 10**9 + 10**9):
+                continue
+            root = next((st for st in spans if not st.span.get("parentSpanId")), None)
+            attrs_wanted = {c[0] for c in conds}
+            spanset = {
+                "spans": [
+                    {
+                        "spanID": st.span["spanId"].lower().zfill(16),
+                        "startTimeUnixNano": str(int(st.span["startTimeUnixNano"])),
+                        "durationNanos": str(int(st.span["endTimeUnixNano"])
+                                             - int(st.span["startTimeUnixNano"])),
+                        "attributes": (
+                            ([{"key": "service.name", "value": {"stringValue": st.service}}]
+                             if "resource.service.name" in attrs_wanted else [])
+                            + ([{"key": "status", "value": {"stringValue":
+                                                             "error" if st.error else "unset"}}]
+                               if "status" in attrs_wanted else [])
+                        ),
+                    }
+                    for st in matched[:3]
+                ],
+                "matched": len(matched),
+            }
+            stats: dict[str, dict[str, int]] = {}
+            for st in spans:
+                s = stats.setdefault(st.service, {"spanCount": 0})
+                s["spanCount"] += 1
+                if st.error:
+                    s["errorCount"] = s.get("errorCount", 0) + 1
+            hits.append({
+                "traceID": tid.lstrip("0") or "0",
+                "rootServiceName": root.service if root else "<root span not yet received>",
+                "rootTraceName": root.span.get("name", "") if root else "",
+                "startTimeUnixNano": str(t0),
+                "durationMs": (t1 - t0) // 10**6,
+                "spanSet": spanset,
+                "spanSets": [spanset],
+                "serviceStats": stats,
+            })
+        hits.sort(key=lambda h: -int(h["startTimeUnixNano"]))
+        body = {
+            "traces": hits[:limit],
+            "metrics": {"inspectedBytes": str(sum(len(v) for v in self.traces.values()) * 200),
+                        "completedJobs": 1, "totalJobs": 1},
+        }
+        return answer(body)
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        return web.Response(text="echo\n", content_type="text/plain")
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        return web.Response(text="ready\n", content_type="text/plain")
