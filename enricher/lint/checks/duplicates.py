@@ -1,0 +1,73 @@
+"""duplicates: the same alert (name and labels) is defined once.
+
+Why: two rules with the same alert name and labels produce alerts Alertmanager cannot tell apart:
+one resolves the other, silences and inhibitions hit both, and whoever edits one copy leaves the
+other paging with the old threshold. Rules are compared within a directory (files in different
+directories usually load into different Prometheus servers). Recording rules count as
+duplicates only when the expression is the same too, since one name is often recorded from
+several selectors.
+
+Bad:
+
+    - alert: CheckoutHighErrorRate
+      expr: job:errors:ratio5m{service="checkout"} > 0.05
+      labels: {severity: critical, service: checkout}
+    - alert: CheckoutHighErrorRate
+      expr: job:errors:ratio5m{service="checkout"} > 0.02
+      labels: {severity: critical, service: checkout}
+
+Good:
+
+    - alert: CheckoutHighErrorRate
+      expr: job:errors:ratio5m{service="checkout"} > 0.05
+      labels: {severity: critical, service: checkout}
+    - alert: CheckoutHighErrorRate
+      expr: job:errors:ratio5m{service="checkout"} > 0.02
+      labels: {severity: warning, service: checkout}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from enricher.lint.model import Finding, Rule, Severity
+
+if TYPE_CHECKING:
+    from enricher.lint.checks import Context
+
+ID = "duplicates"
+SEVERITY = Severity.WARNING
+OPTIONS: dict[str, object] = {}
+NEEDS_PROMETHEUS = False
+
+
+def _key(rule: Rule) -> tuple:
+    labels = tuple(sorted(rule.labels.items()))
+    where = os.path.dirname(rule.path)
+    if rule.is_alert:
+        return (where, "alert", rule.name, labels)
+    return (where, "record", rule.name, labels, " ".join(rule.expr.split()))
+
+
+def check(rule: Rule, ctx: Context) -> list[Finding]:
+    index: dict[tuple, Rule] | None = ctx.cache.get(ID)
+    if index is None:
+        index = {}
+        for r in ctx.rules:
+            if r.kind and r.query is not None:
+                index.setdefault(_key(r), r)
+        ctx.cache[ID] = index
+    first = index.get(_key(rule))
+    if first is None or first is rule:
+        return []
+    what = "alert" if rule.is_alert else "recording rule"
+    return [
+        rule.finding(
+            ID,
+            SEVERITY,
+            f"{what} {rule.name} with the same labels is already defined at "
+            f"{first.path}:{first.line}",
+            "give each copy distinct labels (e.g. severity) or delete one",
+        )
+    ]

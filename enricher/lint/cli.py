@@ -1,0 +1,135 @@
+"""`enricher lint [options] PATH...`: the command line around the loader, checks and formatters.
+
+Exit codes: 0 when nothing is at or above `--fail-on`, 1 when something is, 2 for usage errors,
+unreadable input, a bad config file or an unreachable `--prometheus`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from enricher.lint.config import ConfigError, load_config
+from enricher.lint.durations import parse_duration
+from enricher.lint.model import Severity
+from enricher.lint.report import FORMATS, formatter
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="enricher lint",
+        description="Check Prometheus alert rules for pages worth waking up for.",
+        epilog="Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or input error.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="rule file, directory, or - for stdin")
+    p.add_argument("--config", help="configuration file (default: ./.enricher-lint.yaml)")
+    p.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    p.add_argument(
+        "--fail-on",
+        choices=[s.label for s in Severity],
+        help="lowest severity that makes the exit code 1 (default: warning)",
+    )
+    p.add_argument("--prometheus", metavar="URL", help="also check against a live Prometheus")
+    p.add_argument("--lookback", type=_duration, help="live mode: how far back series count")
+    p.add_argument("--scrape-interval", type=_duration, help="assumed scrape interval")
+    p.add_argument("--disable", action="append", default=[], metavar="CHECK", help="skip a check")
+    p.add_argument("--enable", action="append", default=[], metavar="CHECK", help="run only these")
+    p.add_argument("--output", "-o", help="write the report to this file instead of stdout")
+    p.add_argument("--list-checks", action="store_true", help="list the checks and exit")
+    return p
+
+
+def main(
+    argv: list[str],
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    parser = build_parser()
+    if argv[:1] == ["--"]:
+        # `enricher lint -- --format json rules/`: the top-level parser hands options that come
+        # before the first path over behind a `--`.
+        argv = argv[1:]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 after --help
+        return int(exc.code or 0)
+    from enricher.lint.checks import load_checks, option_names
+
+    if args.list_checks:
+        for m in load_checks():
+            summary = (m.__doc__ or "").strip().split("\n", 1)[0].split(": ", 1)[-1]
+            stdout.write(f"{m.ID:12} {m.SEVERITY.label:8} {summary}\n")
+        return 0
+    if not args.paths:
+        parser.print_usage(stderr)
+        stderr.write("enricher lint: error: give at least one PATH (a file, a directory or -)\n")
+        return 2
+    known = option_names()
+    try:
+        config = load_config(args.config, known)
+        for check in args.disable + args.enable:
+            if check not in known:
+                raise ConfigError(f"unknown check {check!r} (known: {', '.join(sorted(known))})")
+    except ConfigError as exc:
+        stderr.write(f"enricher lint: {exc}\n")
+        return 2
+    if args.fail_on:
+        config.fail_on = Severity.parse(args.fail_on)
+    if args.scrape_interval is not None:
+        config.scrape_interval = args.scrape_interval
+    if args.lookback is not None:
+        config.lookback = args.lookback
+    config.disable = config.disable | set(args.disable)
+    if args.enable:
+        config.enable = frozenset(args.enable)
+
+    from enricher.lint.engine import lint
+    from enricher.lint.loader import read_inputs
+
+    inputs = read_inputs(args.paths, stdin)
+    for problem in inputs.unreadable:
+        stderr.write(f"enricher lint: cannot read {problem}\n")
+    live = None
+    if args.prometheus:
+        from enricher.lint.live import Live, LiveError
+
+        live = Live(args.prometheus, config.lookback)
+        try:
+            live.ping()
+        except LiveError as exc:
+            stderr.write(f"enricher lint: {exc}\n")
+            return 2
+    findings = lint(inputs, config, live)
+    if live is not None and live.errors:
+        stderr.write(f"enricher lint: some Prometheus queries failed, e.g. {live.errors[0]}\n")
+    write = formatter(args.format)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                write(findings, fh)
+        except OSError as exc:
+            stderr.write(f"enricher lint: cannot write {args.output}: {exc.strerror or exc}\n")
+            return 2
+    else:
+        write(findings, stdout)
+    if args.format == "text":
+        rules = sum(len(f.rules) for f in inputs.files)
+        counts = ", ".join(
+            f"{n} {s.label}"
+            for s in reversed(Severity)
+            if (n := sum(f.severity == s for f in findings))
+        )
+        stderr.write(f"{rules} rules in {len(inputs.files)} files: {counts or 'no problems'}\n")
+    if inputs.unreadable:
+        return 2
+    return 1 if any(f.severity >= config.fail_on for f in findings) else 0

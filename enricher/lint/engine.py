@@ -1,0 +1,93 @@
+"""Runs the checks over loaded rules: disable comments, config, and no tracebacks.
+
+A check that raises becomes a finding on the rule it was looking at, so one odd rule never
+stops the run (the real-world corpora this meets are larger than any test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import ModuleType
+from typing import Any
+
+from enricher.lint.checks import Context, load_checks
+from enricher.lint.config import Config
+from enricher.lint.loader import Inputs
+from enricher.lint.model import Finding, Rule, RuleFile, Severity
+
+
+def lint(inputs: Inputs, config: Config, prometheus: Any = None) -> list[Finding]:
+    """Every finding for `inputs`, sorted by file and line."""
+    modules = load_checks()
+    known = {m.ID for m in modules}
+    checks = [
+        m
+        for m in modules
+        if config.runs(m.ID) and (prometheus is not None or not m.NEEDS_PROMETHEUS)
+    ]
+    rules = [r for f in inputs.files for r in f.rules]
+    ctx = Context(config, rules, prometheus)
+    findings: list[Finding] = []
+    for rf in inputs.files:
+        findings.extend(_directive_findings(rf, inputs, known))
+        for module in checks:
+            if module.ID in rf.disabled:
+                continue
+            check_file = getattr(module, "check_file", None)
+            if check_file is not None:
+                findings.extend(_safely(module, check_file, rf, ctx, None))
+        for rule in rf.rules:
+            for module in checks:
+                if module.ID in rule.disabled or module.ID in rf.disabled:
+                    continue
+                if module.ID != "syntax" and (not rule.kind or rule.query is None):
+                    continue
+                findings.extend(_safely(module, module.check, rule, ctx, rule))
+    overrides = {
+        m.ID: config.options(m.ID)["severity"] for m in checks if "severity" in config.options(m.ID)
+    }
+    if overrides:
+        findings = [
+            replace(f, severity=overrides[f.check]) if f.check in overrides else f for f in findings
+        ]
+    findings.sort(key=Finding.sort_key)
+    return findings
+
+
+def _safely(
+    module: ModuleType, fn: Any, target: Rule | RuleFile, ctx: Context, rule: Rule | None
+) -> list[Finding]:
+    try:
+        return list(fn(target, ctx))
+    except Exception as exc:  # a bug in one check must not hide the others' findings
+        line = rule.line if rule is not None else 1
+        return [
+            Finding(
+                target.path,
+                line,
+                module.ID,
+                Severity.WARNING,
+                f"internal error in check {module.ID}: {type(exc).__name__}: {exc}",
+                f"this is a bug in enricher lint; `# enricher-lint disable {module.ID}` "
+                "silences it for this rule",
+                rule.name if rule is not None else "",
+            )
+        ]
+
+
+def _directive_findings(rf: RuleFile, inputs: Inputs, known: set[str]) -> list[Finding]:
+    out = []
+    for d in inputs.directives.get(rf.path, []):
+        unknown = [c for c in d.checks if c not in known]
+        if unknown:
+            out.append(
+                Finding(
+                    rf.path,
+                    d.line,
+                    "syntax",
+                    Severity.WARNING,
+                    f"disable comment names unknown check(s): {', '.join(unknown)}",
+                    f"known checks: {', '.join(sorted(known))}",
+                )
+            )
+    return out

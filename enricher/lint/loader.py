@@ -1,0 +1,457 @@
+"""Reads rule files into `Rule` records, as strictly as `promtool check rules` does.
+
+YAML is composed (not constructed) with libyaml's `CSafeLoader`, so every node keeps its line
+and nothing is parsed twice. The structure is then validated by hand against the fields
+Prometheus' `rulefmt` accepts, with promtool's wording; those problems are stored on the rule or
+file and reported by the `syntax` check. Accepted inputs: rule files (`groups:`), PrometheusRule
+custom resources (`spec.groups`, several documents per file), directories searched recursively
+for `*.yml`/`*.yaml`, and `-` for stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import yaml
+
+from enricher.lint import promql
+from enricher.lint.durations import parse_duration
+from enricher.lint.model import Problem, Rule, RuleFile
+from enricher.lint.templates import parse_template
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+_INT = "tag:yaml.org,2002:int"
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_DIRECTIVE = re.compile(r"#\s*enricher-lint\s+(file/)?disable\s+([^#]+)")
+# Go/Helm template lines: such a file is a chart template, not a rule file, when it fails to parse.
+_TEMPLATED = re.compile(r"^\s*\{\{", re.M)
+
+TOP_FIELDS = frozenset(("groups",))
+# `query_offset` (2.53) and group `labels` (3.0) are accepted: newer promtool accepts them.
+GROUP_FIELDS = frozenset(("name", "interval", "limit", "rules", "query_offset", "labels"))
+CRD_GROUP_FIELDS = GROUP_FIELDS | {"partial_response_strategy"}
+RULE_FIELDS = frozenset(
+    ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations")
+)
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass(slots=True)
+class Directive:
+    """An `# enricher-lint disable ...` comment."""
+
+    line: int
+    file_level: bool
+    checks: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Inputs:
+    """Everything read from the command line's paths."""
+
+    files: list[RuleFile] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    directives: dict[str, list[Directive]] = field(default_factory=dict)
+
+
+def read_inputs(paths: Iterable[str], stdin: TextIO) -> Inputs:
+    """Load every path; a path that cannot be read is recorded, not raised."""
+    out = Inputs()
+    for path in paths:
+        if path == "-":
+            _add(out, "<stdin>", stdin.read(), explicit=True)
+        elif os.path.isdir(path):
+            for file in _yaml_files(path):
+                text = _read(file, out)
+                if text is not None and ("groups" in text):
+                    _add(out, file, text, explicit=False)
+        else:
+            text = _read(path, out)
+            if text is not None:
+                _add(out, path, text, explicit=True)
+    return out
+
+
+def _yaml_files(root: str) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(YAML_SUFFIXES):
+                yield os.path.join(dirpath, name)
+
+
+def _read(path: str, out: Inputs) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        out.unreadable.append(f"{path}: {exc.strerror or exc}")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        out.files.append(RuleFile(path, problems=[Problem(line, "file is not valid UTF-8")]))
+        return None
+
+
+def _add(out: Inputs, path: str, text: str, *, explicit: bool) -> None:
+    rf, directives = load_text(path, text, explicit=explicit)
+    if rf is not None:
+        out.files.append(rf)
+        if directives:
+            out.directives[path] = directives
+
+
+def load_text(
+    path: str, text: str, *, explicit: bool = True
+) -> tuple[RuleFile | None, list[Directive]]:
+    """Parse one file's text. None when a searched (not named) file is not a rule file."""
+    rf = RuleFile(path)
+    try:
+        docs = list(yaml.compose_all(text, Loader=_LOADER))
+    except yaml.YAMLError as exc:
+        if not explicit and _TEMPLATED.search(text):
+            return None, []
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        msg = f"YAML does not parse: {problem}" + (f" ({context})" if context else "")
+        rf.problems.append(Problem(line, msg))
+        return rf, []
+    except RecursionError:
+        rf.problems.append(Problem(1, "YAML is nested too deeply to read"))
+        return rf, []
+    found = False
+    for doc in docs:
+        found |= _document(doc, rf, explicit)
+    if not found and not explicit:
+        return None, []
+    directives = _directives(text) if "enricher-lint" in text else []
+    _apply_directives(rf, directives, text)
+    return rf, directives
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _last_line(node: yaml.Node, depth: int = 0) -> int:
+    """Last line with content of `node` (end marks point at the next token)."""
+    if depth < 50 and isinstance(node, yaml.MappingNode) and node.value:
+        return _last_line(node.value[-1][1], depth + 1)
+    if depth < 50 and isinstance(node, yaml.SequenceNode) and node.value:
+        return _last_line(node.value[-1], depth + 1)
+    end = node.end_mark
+    return end.line if end.column == 0 and end.line > node.start_mark.line else end.line + 1
+
+
+def _items(
+    node: yaml.MappingNode, problems: list[Problem]
+) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """Key/value pairs with `<<` merges applied; duplicate keys are problems, as in yaml.v3."""
+    out: list[tuple[str, yaml.Node, yaml.Node]] = []
+    seen: dict[str, int] = {}
+    merges: list[yaml.Node] = []
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            merges.append(value)
+            continue
+        if not isinstance(key, yaml.ScalarNode):
+            problems.append(Problem(_line(key), "mapping keys must be strings"))
+            continue
+        if key.value in seen:
+            problems.append(
+                Problem(
+                    _line(key),
+                    f'mapping key "{key.value}" already defined at line {seen[key.value]}',
+                )
+            )
+            continue
+        seen[key.value] = _line(key)
+        out.append((key.value, key, value))
+    for merge in merges:
+        sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+        for src in sources:
+            if isinstance(src, yaml.MappingNode):
+                for k, kn, vn in _items(src, []):
+                    if k not in seen:
+                        seen[k] = _line(kn)
+                        out.append((k, kn, vn))
+    return out
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return "a string"
+
+
+def _str(node: yaml.Node, what: str, problems: list[Problem]) -> str | None:
+    if isinstance(node, yaml.ScalarNode):
+        return "" if node.tag == _NULL else node.value
+    problems.append(Problem(_line(node), f"{what} must be a string, not {_kind(node)}"))
+    return None
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
+
+
+def _document(doc: yaml.Node, rf: RuleFile, explicit: bool) -> bool:
+    """Read one YAML document; True if it is a rule document."""
+    if _is_null(doc):
+        return False
+    if not isinstance(doc, yaml.MappingNode):
+        if explicit:
+            rf.problems.append(
+                Problem(_line(doc), f"expected a mapping with `groups`, found {_kind(doc)}")
+            )
+        return False
+    items = _items(doc, rf.problems)
+    keys = {k: (kn, vn) for k, kn, vn in items}
+    if "groups" not in keys and ("kind" in keys or "apiVersion" in keys):
+        kind = keys.get("kind")
+        if kind is None or not isinstance(kind[1], yaml.ScalarNode):
+            return False
+        if kind[1].value != "PrometheusRule":
+            return False
+        spec = keys.get("spec")
+        if spec is None or not isinstance(spec[1], yaml.MappingNode):
+            return True
+        for k, _, vn in _items(spec[1], rf.problems):
+            if k == "groups":
+                _groups(vn, rf, crd=True)
+        return True
+    if "groups" not in keys and not explicit:
+        return False
+    for k, kn, _ in items:
+        if k not in TOP_FIELDS:
+            rf.problems.append(
+                Problem(
+                    _line(kn),
+                    f"field {k} not found in type rulefmt.RuleGroups",
+                    "a rule file has a single top-level key, `groups`",
+                )
+            )
+    if "groups" in keys:
+        _groups(keys["groups"][1], rf, crd=False)
+    return True
+
+
+def _groups(node: yaml.Node, rf: RuleFile, *, crd: bool) -> None:
+    if _is_null(node):
+        return
+    if not isinstance(node, yaml.SequenceNode):
+        rf.problems.append(Problem(_line(node), f"`groups` must be a list, not {_kind(node)}"))
+        return
+    names: dict[str, int] = {}
+    allowed = CRD_GROUP_FIELDS if crd else GROUP_FIELDS
+    for gnode in node.value:
+        if not isinstance(gnode, yaml.MappingNode):
+            rf.problems.append(
+                Problem(_line(gnode), f"a group must be a mapping, not {_kind(gnode)}")
+            )
+            continue
+        _group(gnode, rf, allowed, names)
+
+
+def _group(
+    gnode: yaml.MappingNode, rf: RuleFile, allowed: frozenset[str], names: dict[str, int]
+) -> None:
+    problems = rf.problems
+    items = _items(gnode, problems)
+    name = ""
+    rules_node: yaml.Node | None = None
+    for key, kn, vn in items:
+        if key not in allowed:
+            problems.append(Problem(_line(kn), f"field {key} not found in type rulefmt.RuleGroup"))
+        elif key == "name":
+            name = _str(vn, "group name", problems) or ""
+        elif key in ("interval", "query_offset"):
+            text = _str(vn, key, problems)
+            if text is not None:
+                try:
+                    parse_duration(text)
+                except ValueError as exc:
+                    problems.append(Problem(_line(vn), f"invalid {key}: {exc}"))
+        elif key == "limit":
+            if not (
+                isinstance(vn, yaml.ScalarNode)
+                and (vn.tag == _INT or vn.tag == _NULL or re.fullmatch(r"[-+]?\d+", vn.value))
+            ):
+                problems.append(Problem(_line(vn), "limit must be an integer"))
+        elif key == "labels":
+            _string_map(vn, "group label", problems)
+        elif key == "rules":
+            rules_node = vn
+    line = _line(gnode)
+    if not name:
+        problems.append(Problem(line, "Groupname must not be empty"))
+    elif name in names:
+        problems.append(
+            Problem(
+                line,
+                f'groupname: "{name}" is repeated in the same file (first at line {names[name]})',
+            )
+        )
+    else:
+        names[name] = line
+    if rules_node is None or _is_null(rules_node):
+        return
+    if not isinstance(rules_node, yaml.SequenceNode):
+        problems.append(
+            Problem(_line(rules_node), f"`rules` must be a list, not {_kind(rules_node)}")
+        )
+        return
+    for rnode in rules_node.value:
+        if not isinstance(rnode, yaml.MappingNode):
+            problems.append(Problem(_line(rnode), f"a rule must be a mapping, not {_kind(rnode)}"))
+            continue
+        rf.rules.append(_rule(rnode, rf.path, name))
+
+
+def _string_map(
+    node: yaml.Node, what: str, problems: list[Problem]
+) -> tuple[dict[str, str], dict[str, int]]:
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    if _is_null(node):
+        return values, lines
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(Problem(_line(node), f"{what}s must be a mapping, not {_kind(node)}"))
+        return values, lines
+    for key, kn, vn in _items(node, problems):
+        value = _str(vn, f"{what} {key!r}", problems)
+        if value is not None:
+            values[key] = value
+            lines[key] = _line(kn)
+    return values, lines
+
+
+def _rule(node: yaml.MappingNode, path: str, group: str) -> Rule:
+    rule = Rule(path, group, _line(node), _last_line(node))
+    p = rule.problems
+    fields: dict[str, str] = {}
+    for key, kn, vn in _items(node, p):
+        rule.keys[key] = _line(kn)
+        if key not in RULE_FIELDS:
+            p.append(
+                Problem(
+                    _line(kn),
+                    f"field {key} not found in type rulefmt.RuleNode",
+                    "rule fields are alert/record, expr, for, keep_firing_for, labels, annotations",
+                )
+            )
+        elif key == "labels":
+            rule.labels, rule.label_lines = _string_map(vn, "label", p)
+        elif key == "annotations":
+            rule.annotations, rule.annotation_lines = _string_map(vn, "annotation", p)
+        else:
+            value = _str(vn, key, p)
+            if value is not None:
+                fields[key] = value
+            if key == "expr":
+                style = getattr(vn, "style", None)
+                rule.expr_line = _line(vn) + (1 if style in ("|", ">") else 0)
+    alert, record = fields.get("alert", ""), fields.get("record", "")
+    rule.name = alert or record
+    if alert and record:
+        p.append(Problem(rule.line, "only one of 'record' and 'alert' must be set"))
+    elif not alert and not record:
+        p.append(Problem(rule.line, "one of 'record' or 'alert' must be set"))
+    else:
+        rule.kind = "alert" if alert else "record"
+    for key in ("for", "keep_firing_for"):
+        if key in fields:
+            try:
+                seconds = parse_duration(fields[key])
+            except ValueError as exc:
+                p.append(Problem(rule.keys[key], f"invalid '{key}': {exc}"))
+            else:
+                if key == "for":
+                    rule.for_seconds = seconds
+                else:
+                    rule.keep_firing_for_seconds = seconds
+    rule.expr = fields.get("expr", "")
+    if not rule.expr_line:
+        rule.expr_line = rule.line
+    if not rule.expr.strip():
+        p.append(Problem(rule.line, "field 'expr' must be set in rule"))
+    else:
+        try:
+            rule.query = promql.parse(rule.expr)
+        except ValueError as exc:
+            p.append(Problem(rule.expr_line, f"could not parse expression: {exc}"))
+    if rule.is_record:
+        if not METRIC_NAME.match(record):
+            p.append(Problem(rule.keys["record"], f"invalid recording rule name: {record}"))
+        if rule.annotations:
+            p.append(
+                Problem(rule.keys["annotations"], "invalid field 'annotations' in recording rule")
+            )
+        if rule.for_seconds:
+            p.append(Problem(rule.keys["for"], "invalid field 'for' in recording rule"))
+        if rule.keep_firing_for_seconds:
+            p.append(
+                Problem(
+                    rule.keys["keep_firing_for"],
+                    "invalid field 'keep_firing_for' in recording rule",
+                )
+            )
+    for k, line in rule.label_lines.items():
+        if not LABEL_NAME.match(k) or k == "__name__":
+            p.append(Problem(line, f"invalid label name: {k}"))
+    for k, line in rule.annotation_lines.items():
+        if not LABEL_NAME.match(k):
+            p.append(Problem(line, f"invalid annotation name: {k}"))
+    if rule.is_alert:
+        for what, values, lines in (
+            ("label", rule.labels, rule.label_lines),
+            ("annotation", rule.annotations, rule.annotation_lines),
+        ):
+            for k, v in values.items():
+                err = parse_template(v).error
+                if err:
+                    p.append(Problem(lines[k], f"template in {what} {k!r} does not parse: {err}"))
+    return rule
+
+
+def _directives(text: str) -> list[Directive]:
+    out = []
+    for i, line in enumerate(text.split("\n"), start=1):
+        if "enricher-lint" not in line:
+            continue
+        m = _DIRECTIVE.search(line)
+        if m:
+            ids = tuple(x for x in re.split(r"[\s,]+", m.group(2).strip()) if x)
+            out.append(Directive(i, bool(m.group(1)), ids))
+    return out
+
+
+def _apply_directives(rf: RuleFile, directives: list[Directive], text: str) -> None:
+    """Attach each disable comment to the file or to the rule it sits in or directly above."""
+    if not directives:
+        return
+    rf.disabled = frozenset(c for d in directives if d.file_level for c in d.checks)
+    per_rule = [d for d in directives if not d.file_level]
+    if not per_rule:
+        return
+    lines = text.split("\n")
+    for rule in rf.rules:
+        first = rule.line
+        while first > 1 and lines[first - 2].lstrip().startswith("#"):
+            first -= 1
+        ids = {c for d in per_rule if first <= d.line <= rule.end_line for c in d.checks}
+        if ids:
+            rule.disabled = frozenset(ids)

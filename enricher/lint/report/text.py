@@ -1,0 +1,17 @@
+"""`file:line: severity check-id: message`, then the hint indented on the next line."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from enricher.lint.model import Finding
+
+
+def write(findings: list[Finding], out: TextIO) -> None:
+    lines = []
+    for f in findings:
+        lines.append(f"{f.path}:{f.line}: {f.severity.label} {f.check}: {f.message}")
+        if f.hint:
+            lines.append(f"    hint: {f.hint}")
+    if lines:
+        out.write("\n".join(lines) + "\n")
