@@ -239,7 +239,7 @@ class LokiDouble(DoubleServer):
             end = parse_time(qs.get("end"), 2**63 - 1)
             start = parse_time(qs.get("start"), end - 3600 * 10**9)
         except (LogQLError, ValueError, re.error) as exc:
-            return answer(f"{exc}\n", 400, "text/plain; charset=utf-8")
+            return answer(str(exc), 400, "text/plain; charset=utf-8")
         backward = qs.get("direction", "backward") != "forward"
         hits = [
             e for e in self.entries

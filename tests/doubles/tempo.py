@@ -156,7 +156,7 @@ class TempoDouble(DoubleServer):
             if c not in "0123456789abcdefABCDEF":
                 return answer(
                     f"trace IDs can only contain hex characters: invalid character "
-                    f"'{c}' at position {i + 1}\n",
+                    f"'{c}' at position {i + 1}",
                     400,
                     "text/plain; charset=utf-8",
                 )
