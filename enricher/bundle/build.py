@@ -277,9 +277,11 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
         ops = [span_ops.get(sid or "") for sid in span_ids]
         return bool(ops) and all(o in background for o in ops if o) and any(ops)
 
+    # Without a culprit (e.g. Tempo down), the first suspect trace's lines are shown in full.
+    primary_trace = culprit_trace or next((t for t in ordered if ev.trace_logs.get(t)), None)
     others: list[LogQueryResult] = []
     for tid in ordered:
-        if tid != culprit_trace:
+        if tid != primary_trace:
             others.extend(ev.trace_logs.get(tid) or [])
             continue
         p = _logs_for(ev, tid, max_lines)
