@@ -248,7 +248,11 @@ def rank_exemplars(
     # The healthy query usually returns the primary's series again: count them once.
     seen_series = {tuple(sorted(s.seriesLabels.items())) for s in series}
     extra = candidates(
-        [s for s in healthy_series or [] if tuple(sorted(s.seriesLabels.items())) not in seen_series]
+        [
+            s
+            for s in healthy_series or []
+            if tuple(sorted(s.seriesLabels.items())) not in seen_series
+        ]
     )
     em = aq.error_matcher
     suspects: list[tuple[_Candidate, str]] = []

@@ -20,8 +20,11 @@ class Exporter:
             "http_requests", "Requests by outcome.", ["service", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "Request latency.", ["service"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=self.registry,
+            "http_request_duration_seconds",
+            "Request latency.",
+            ["service"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None

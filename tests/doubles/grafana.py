@@ -20,11 +20,23 @@ class GrafanaDouble(DoubleServer):
 
     def add(self, time_ms: int, text: str, tags: list[str]) -> int:
         aid = len(self.annotations) + 1
-        self.annotations.append({
-            "id": aid, "alertId": 0, "dashboardId": 0, "dashboardUID": "", "panelId": 0,
-            "userId": 1, "newState": "", "prevState": "", "time": time_ms, "timeEnd": time_ms,
-            "text": text, "tags": tags, "data": {},
-        })
+        self.annotations.append(
+            {
+                "id": aid,
+                "alertId": 0,
+                "dashboardId": 0,
+                "dashboardUID": "",
+                "panelId": 0,
+                "userId": 1,
+                "newState": "",
+                "prevState": "",
+                "time": time_ms,
+                "timeEnd": time_ms,
+                "text": text,
+                "tags": tags,
+                "data": {},
+            }
+        )
         return aid
 
     async def _create(self, request: web.Request) -> web.Response:

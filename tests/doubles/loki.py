@@ -24,41 +24,109 @@ _LEVELS = ("error", "warn", "info", "debug", "fatal", "critical", "trace")
 
 def _zero_stats() -> dict[str, Any]:
     store = {
-        "totalChunksRef": 0, "totalChunksDownloaded": 0, "chunksDownloadTime": 0,
-        "queryReferencedStructuredMetadata": False, "queryUsedV2Engine": False,
-        "chunk": {k: 0 for k in (
-            "headChunkBytes", "headChunkLines", "decompressedBytes", "decompressedLines",
-            "compressedBytes", "totalDuplicates", "postFilterLines",
-            "headChunkStructuredMetadataBytes", "decompressedStructuredMetadataBytes")},
-        "chunkRefsFetchTime": 0, "congestionControlLatency": 0,
+        "totalChunksRef": 0,
+        "totalChunksDownloaded": 0,
+        "chunksDownloadTime": 0,
+        "queryReferencedStructuredMetadata": False,
+        "queryUsedV2Engine": False,
+        "chunk": {
+            k: 0
+            for k in (
+                "headChunkBytes",
+                "headChunkLines",
+                "decompressedBytes",
+                "decompressedLines",
+                "compressedBytes",
+                "totalDuplicates",
+                "postFilterLines",
+                "headChunkStructuredMetadataBytes",
+                "decompressedStructuredMetadataBytes",
+            )
+        },
+        "chunkRefsFetchTime": 0,
+        "congestionControlLatency": 0,
         "pipelineWrapperFilteredLines": 0,
-        "dataobj": {k: 0 for k in (
-            "prePredicateDecompressedRows", "prePredicateDecompressedBytes",
-            "prePredicateDecompressedStructuredMetadataBytes", "postPredicateRows",
-            "postPredicateDecompressedBytes", "postPredicateStructuredMetadataBytes",
-            "postFilterRows", "pagesScanned", "pagesDownloaded", "pagesDownloadedBytes",
-            "pageBatches", "totalRowsAvailable", "totalPageDownloadTime",
-            "wireBytesTransferred")},
+        "dataobj": {
+            k: 0
+            for k in (
+                "prePredicateDecompressedRows",
+                "prePredicateDecompressedBytes",
+                "prePredicateDecompressedStructuredMetadataBytes",
+                "postPredicateRows",
+                "postPredicateDecompressedBytes",
+                "postPredicateStructuredMetadataBytes",
+                "postFilterRows",
+                "pagesScanned",
+                "pagesDownloaded",
+                "pagesDownloadedBytes",
+                "pageBatches",
+                "totalRowsAvailable",
+                "totalPageDownloadTime",
+                "wireBytesTransferred",
+            )
+        },
     }
-    cache_entry = {k: 0 for k in (
-        "entriesFound", "entriesRequested", "entriesStored", "bytesReceived", "bytesSent",
-        "requests", "downloadTime", "queryLengthServed")}
+    cache_entry = {
+        k: 0
+        for k in (
+            "entriesFound",
+            "entriesRequested",
+            "entriesStored",
+            "bytesReceived",
+            "bytesSent",
+            "requests",
+            "downloadTime",
+            "queryLengthServed",
+        )
+    }
     return {
         "summary": {
-            "bytesProcessedPerSecond": 0, "linesProcessedPerSecond": 0,
-            "totalBytesProcessed": 0, "totalLinesProcessed": 0, "execTime": 0.0,
-            "queueTime": 0.0, "subqueries": 0, "totalEntriesReturned": 0, "splits": 0,
-            "shards": 1, "totalPostFilterLines": 0, "totalStructuredMetadataBytesProcessed": 0,
+            "bytesProcessedPerSecond": 0,
+            "linesProcessedPerSecond": 0,
+            "totalBytesProcessed": 0,
+            "totalLinesProcessed": 0,
+            "execTime": 0.0,
+            "queueTime": 0.0,
+            "subqueries": 0,
+            "totalEntriesReturned": 0,
+            "splits": 0,
+            "shards": 1,
+            "totalPostFilterLines": 0,
+            "totalStructuredMetadataBytesProcessed": 0,
         },
         "querier": {"store": dict(store), "querierExecTime": 0.0},
-        "ingester": {"totalReached": 1, "totalChunksMatched": 0, "totalBatches": 0,
-                     "totalLinesSent": 0, "store": dict(store), "recvWaitTime": 0.0},
-        "cache": {k: dict(cache_entry) for k in (
-            "chunk", "index", "result", "statsResult", "volumeResult", "seriesResult",
-            "labelResult", "instantMetricResult", "logResult", "taskResult")},
-        "index": {"totalChunks": 0, "postFilterChunks": 0, "shardsDuration": 0,
-                  "usedBloomFilters": False, "totalStreams": 0, "chunkRefsLookupTime": 0,
-                  "bloomFilterTime": 0},
+        "ingester": {
+            "totalReached": 1,
+            "totalChunksMatched": 0,
+            "totalBatches": 0,
+            "totalLinesSent": 0,
+            "store": dict(store),
+            "recvWaitTime": 0.0,
+        },
+        "cache": {
+            k: dict(cache_entry)
+            for k in (
+                "chunk",
+                "index",
+                "result",
+                "statsResult",
+                "volumeResult",
+                "seriesResult",
+                "labelResult",
+                "instantMetricResult",
+                "logResult",
+                "taskResult",
+            )
+        },
+        "index": {
+            "totalChunks": 0,
+            "postFilterChunks": 0,
+            "shardsDuration": 0,
+            "usedBloomFilters": False,
+            "totalStreams": 0,
+            "chunkRefsLookupTime": 0,
+            "bloomFilterTime": 0,
+        },
     }
 
 
@@ -84,8 +152,8 @@ class _Query:
     def _next(self) -> str | None:
         m = self._TOKEN.match(self.text, self.pos)
         if not m or m.end() == self.pos:
-            if self.text[self.pos:].strip():
-                raise self._err(f"unexpected {self.text[self.pos:].strip()[:10]!r}")
+            if self.text[self.pos :].strip():
+                raise self._err(f"unexpected {self.text[self.pos :].strip()[:10]!r}")
             return None
         self.pos = m.end()
         return m.group(1)
@@ -154,9 +222,12 @@ class _Query:
             return False
         for kind, op, v in self.stages:
             if kind == "line":
-                ok = {"|=": v in line, "!=": v not in line,
-                      "|~": re.search(v, line) is not None,
-                      "!~": re.search(v, line) is None}[op]
+                ok = {
+                    "|=": v in line,
+                    "!=": v not in line,
+                    "|~": re.search(v, line) is not None,
+                    "!~": re.search(v, line) is None,
+                }[op]
             else:
                 m = re.match(r"^(.*?)(=~|!~|!=|=)$", op)
                 assert m is not None
@@ -213,8 +284,12 @@ class LokiDouble(DoubleServer):
                     raise ValueError("timestamp must be a string of unix nanoseconds")
                 meta = v[2] if len(v) > 2 and isinstance(v[2], dict) else {}
                 self.entries.append(
-                    ({str(k): str(x) for k, x in labels.items()}, int(v[0]), str(v[1]),
-                     {str(k): str(x) for k, x in meta.items()})
+                    (
+                        {str(k): str(x) for k, x in labels.items()},
+                        int(v[0]),
+                        str(v[1]),
+                        {str(k): str(x) for k, x in meta.items()},
+                    )
                 )
                 n += 1
         return n
@@ -241,10 +316,7 @@ class LokiDouble(DoubleServer):
         except (LogQLError, ValueError, re.error) as exc:
             return answer(str(exc), 400, "text/plain; charset=utf-8")
         backward = qs.get("direction", "backward") != "forward"
-        hits = [
-            e for e in self.entries
-            if start <= e[1] < end and query.matches(e[0], e[2], e[3])
-        ]
+        hits = [e for e in self.entries if start <= e[1] < end and query.matches(e[0], e[2], e[3])]
         hits.sort(key=lambda e: e[1], reverse=backward)
         hits = hits[:limit]
         streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}

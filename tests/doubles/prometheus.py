@@ -26,8 +26,9 @@ def _selectors(expr: Any) -> list[tuple[str | None, list[tuple[str, str, str]]]]
 
     def visit(node: Any) -> None:
         if isinstance(node, pp.VectorSelector):
-            out.append((node.name, [(m.name, _OPS[str(m.op)], m.value)
-                                    for m in node.matchers.matchers]))
+            out.append(
+                (node.name, [(m.name, _OPS[str(m.op)], m.value) for m in node.matchers.matchers])
+            )
 
     pp.walk(expr, visit)
     return out
@@ -38,9 +39,12 @@ def _match(labels: dict[str, str], name: str | None, matchers: list[tuple[str, s
         return False
     for n, op, v in matchers:
         actual = labels.get(n, "")
-        ok = {"=": actual == v, "!=": actual != v,
-              "=~": re.fullmatch(v, actual) is not None,
-              "!~": re.fullmatch(v, actual) is None}[op]
+        ok = {
+            "=": actual == v,
+            "!=": actual != v,
+            "=~": re.fullmatch(v, actual) is not None,
+            "!~": re.fullmatch(v, actual) is None,
+        }[op]
         if not ok:
             return False
     return True
@@ -81,19 +85,39 @@ class PrometheusDouble(DoubleServer):
     def add_samples(self, series: dict[str, str], samples: list[tuple[float, float]]) -> None:
         self.samples.setdefault(tuple(sorted(series.items())), []).extend(samples)
 
-    def add_rule(self, name: str, query: str, labels: dict[str, str],
-                 annotations: dict[str, str] | None = None,
-                 alerts: list[dict[str, str]] | None = None) -> None:
-        self.rules.append({
-            "state": "firing" if alerts else "inactive", "name": name, "query": query,
-            "duration": 30, "keepFiringFor": 0, "labels": labels,
-            "annotations": annotations or {},
-            "alerts": [{"labels": a, "annotations": annotations or {}, "state": "firing",
-                        "activeAt": "2026-01-01T00:00:00Z", "value": "1e+00"}
-                       for a in alerts or []],
-            "health": "ok", "evaluationTime": 0.0005,
-            "lastEvaluation": "2026-01-01T00:00:00Z", "type": "alerting",
-        })
+    def add_rule(
+        self,
+        name: str,
+        query: str,
+        labels: dict[str, str],
+        annotations: dict[str, str] | None = None,
+        alerts: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.rules.append(
+            {
+                "state": "firing" if alerts else "inactive",
+                "name": name,
+                "query": query,
+                "duration": 30,
+                "keepFiringFor": 0,
+                "labels": labels,
+                "annotations": annotations or {},
+                "alerts": [
+                    {
+                        "labels": a,
+                        "annotations": annotations or {},
+                        "state": "firing",
+                        "activeAt": "2026-01-01T00:00:00Z",
+                        "value": "1e+00",
+                    }
+                    for a in alerts or []
+                ],
+                "health": "ok",
+                "evaluationTime": 0.0005,
+                "lastEvaluation": "2026-01-01T00:00:00Z",
+                "type": "alerting",
+            }
+        )
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -144,8 +168,7 @@ class PrometheusDouble(DoubleServer):
         except (KeyError, ValueError) as exc:
             return _bad(f"invalid parameter: {exc}")
         result = [
-            {"metric": labels,
-             "values": [[t, repr(v)] for t, v in sorted(s) if start <= t <= end]}
+            {"metric": labels, "values": [[t, repr(v)] for t, v in sorted(s) if start <= t <= end]}
             for labels, s in series
         ]
         result = [r for r in result if r["values"]]
@@ -166,9 +189,21 @@ class PrometheusDouble(DoubleServer):
         return answer({"status": "success", "data": {"resultType": "vector", "result": result}})
 
     async def _rules(self, request: web.Request) -> web.Response:
-        groups = [{"name": "test", "file": "rules.yml", "rules": self.rules, "interval": 5,
-                   "limit": 0, "evaluationTime": 0.001,
-                   "lastEvaluation": "2026-01-01T00:00:00Z"}] if self.rules else []
+        groups = (
+            [
+                {
+                    "name": "test",
+                    "file": "rules.yml",
+                    "rules": self.rules,
+                    "interval": 5,
+                    "limit": 0,
+                    "evaluationTime": 0.001,
+                    "lastEvaluation": "2026-01-01T00:00:00Z",
+                }
+            ]
+            if self.rules
+            else []
+        )
         return answer({"status": "success", "data": {"groups": groups}})
 
     async def _ready(self, request: web.Request) -> web.Response:

@@ -43,7 +43,9 @@ def _tempo_value(v: dict[str, Any]) -> dict[str, Any]:
     if "intValue" in v:
         return {"intValue": str(int(v["intValue"]))}
     if "arrayValue" in v:
-        return {"arrayValue": {"values": [_tempo_value(x) for x in v["arrayValue"].get("values", [])]}}
+        return {
+            "arrayValue": {"values": [_tempo_value(x) for x in v["arrayValue"].get("values", [])]}
+        }
     if "kvlistValue" in v:
         return {"kvlistValue": {"values": _tempo_attrs(v["kvlistValue"].get("values", []))}}
     return dict(v)
@@ -161,21 +163,29 @@ class TempoDouble(DoubleServer):
                     "text/plain; charset=utf-8",
                 )
         if len(raw) > 32:
-            return answer("trace IDs can't be larger than 128 bits\n", 400,
-                          "text/plain; charset=utf-8")
+            return answer(
+                "trace IDs can't be larger than 128 bits\n", 400, "text/plain; charset=utf-8"
+            )
         return raw.lower().zfill(32)
 
     def resource_spans(self, tid: str) -> list[dict[str, Any]]:
         groups: dict[str, dict[str, Any]] = {}
         for st in self.traces.get(tid, []):
             rkey = json.dumps(st.resource, sort_keys=True)
-            g = groups.setdefault(rkey, {"resource": {"attributes": _tempo_attrs(
-                st.resource.get("attributes", []))}, "scopeSpans": {}})
+            g = groups.setdefault(
+                rkey,
+                {
+                    "resource": {"attributes": _tempo_attrs(st.resource.get("attributes", []))},
+                    "scopeSpans": {},
+                },
+            )
             skey = json.dumps(st.scope, sort_keys=True)
             ss = g["scopeSpans"].setdefault(skey, {"scope": dict(st.scope), "spans": []})
             ss["spans"].append(to_tempo_span(st.span))
-        return [{"resource": g["resource"], "scopeSpans": list(g["scopeSpans"].values())}
-                for g in groups.values()]
+        return [
+            {"resource": g["resource"], "scopeSpans": list(g["scopeSpans"].values())}
+            for g in groups.values()
+        ]
 
     async def _trace_v2(self, request: web.Request) -> web.Response:
         tid = self._check_id(request.match_info["trace_id"])
@@ -227,8 +237,14 @@ class TempoDouble(DoubleServer):
             else:
                 d = int(st.span["endTimeUnixNano"]) - int(st.span["startTimeUnixNano"])
                 t = self._dur_ns(val)
-                ok = {">": d > t, ">=": d >= t, "<": d < t, "<=": d <= t, "=": d == t,
-                      "!=": d != t}[op]
+                ok = {
+                    ">": d > t,
+                    ">=": d >= t,
+                    "<": d < t,
+                    "<=": d <= t,
+                    "=": d == t,
+                    "!=": d != t,
+                }[op]
             if not ok:
                 return False
         return True
@@ -258,14 +274,25 @@ class TempoDouble(DoubleServer):
                     {
                         "spanID": st.span["spanId"].lower().zfill(16),
                         "startTimeUnixNano": str(int(st.span["startTimeUnixNano"])),
-                        "durationNanos": str(int(st.span["endTimeUnixNano"])
-                                             - int(st.span["startTimeUnixNano"])),
+                        "durationNanos": str(
+                            int(st.span["endTimeUnixNano"]) - int(st.span["startTimeUnixNano"])
+                        ),
                         "attributes": (
-                            ([{"key": "service.name", "value": {"stringValue": st.service}}]
-                             if "resource.service.name" in attrs_wanted else [])
-                            + ([{"key": "status", "value": {"stringValue":
-                                                             "error" if st.error else "unset"}}]
-                               if "status" in attrs_wanted else [])
+                            (
+                                [{"key": "service.name", "value": {"stringValue": st.service}}]
+                                if "resource.service.name" in attrs_wanted
+                                else []
+                            )
+                            + (
+                                [
+                                    {
+                                        "key": "status",
+                                        "value": {"stringValue": "error" if st.error else "unset"},
+                                    }
+                                ]
+                                if "status" in attrs_wanted
+                                else []
+                            )
                         ),
                     }
                     for st in matched[:3]
@@ -278,21 +305,26 @@ class TempoDouble(DoubleServer):
                 s["spanCount"] += 1
                 if st.error:
                     s["errorCount"] = s.get("errorCount", 0) + 1
-            hits.append({
-                "traceID": tid.lstrip("0") or "0",
-                "rootServiceName": root.service if root else "<root span not yet received>",
-                "rootTraceName": root.span.get("name", "") if root else "",
-                "startTimeUnixNano": str(t0),
-                "durationMs": (t1 - t0) // 10**6,
-                "spanSet": spanset,
-                "spanSets": [spanset],
-                "serviceStats": stats,
-            })
+            hits.append(
+                {
+                    "traceID": tid.lstrip("0") or "0",
+                    "rootServiceName": root.service if root else "<root span not yet received>",
+                    "rootTraceName": root.span.get("name", "") if root else "",
+                    "startTimeUnixNano": str(t0),
+                    "durationMs": (t1 - t0) // 10**6,
+                    "spanSet": spanset,
+                    "spanSets": [spanset],
+                    "serviceStats": stats,
+                }
+            )
         hits.sort(key=lambda h: -int(h["startTimeUnixNano"]))
         body = {
             "traces": hits[:limit],
-            "metrics": {"inspectedBytes": str(sum(len(v) for v in self.traces.values()) * 200),
-                        "completedJobs": 1, "totalJobs": 1},
+            "metrics": {
+                "inspectedBytes": str(sum(len(v) for v in self.traces.values()) * 200),
+                "completedJobs": 1,
+                "totalJobs": 1,
+            },
         }
         return answer(body)
 

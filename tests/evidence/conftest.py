@@ -16,7 +16,9 @@ from tests.doubles.loki import LokiDouble
 from tests.doubles.prometheus import PrometheusDouble
 from tests.doubles.tempo import TempoDouble
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "checkout-slow-query"
+FIXTURES = (
+    Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "real" / "checkout-slow-query"
+)
 if not FIXTURES.exists():  # the checkout layout: <root>/main and <root>/shared
     FIXTURES = Path("/work/shared/fixtures/real/checkout-slow-query")
 

@@ -38,8 +38,12 @@ def meta(name: str) -> dict[str, Any]:
 def recorded(name: str) -> HttpResponse:
     m = meta(name)
     body_file = next(p for p in FIXTURES.glob(f"{name}.*") if not p.name.endswith(".meta.json"))
-    return HttpResponse(status=m["status"], content_type=m["content_type"],
-                        body=body_file.read_bytes(), url=m["request"]["path"])
+    return HttpResponse(
+        status=m["status"],
+        content_type=m["content_type"],
+        body=body_file.read_bytes(),
+        url=m["request"]["path"],
+    )
 
 
 def paths(x: Any, prefix: str = "") -> set[str]:
@@ -115,7 +119,9 @@ def test_recorded_trace_v2_and_v1_yield_the_db_culprit_with_its_attributes() -> 
 
 def test_recorded_not_found_and_bad_id_become_outcomes_not_errors() -> None:
     client = TempoClient(HttpBackend("tempo", TempoSourceConfig(), None, 0), TempoSourceConfig())
-    nf = client._trace_result("0123456789abcdef0123456789abcdef", recorded("tempo-trace-notfound"), "q")
+    nf = client._trace_result(
+        "0123456789abcdef0123456789abcdef", recorded("tempo-trace-notfound"), "q"
+    )
     assert nf.outcome == "not_found"
     bad = client._trace_result("not-a-trace-id", recorded("tempo-trace-badid"), "q")
     assert bad.outcome == "bad_id" and "hex characters" in bad.detail
@@ -131,8 +137,9 @@ def test_recorded_search_hits_have_hex_ids() -> None:
 def test_recorded_trace_logs_keep_provenance_and_the_slow_query_line() -> None:
     cfg = LokiSourceConfig()
     for name in ("loki-by-trace-structured-metadata", "loki-by-trace-line-filter"):
-        res = parse_streams(recorded(name), meta(name)["request"]["params"]["query"],
-                            cfg.service_label)
+        res = parse_streams(
+            recorded(name), meta(name)["request"]["params"]["query"], cfg.service_label
+        )
         by_service = {ln.service: ln for ln in res.lines}
         db = by_service["db-primary"]
         assert db.line.startswith("slow query: seq scan on orders (1.1M rows), index not used")
@@ -191,8 +198,9 @@ def test_recorded_rules_match_both_recorded_alerts() -> None:
 
 def test_recorded_build_info_gives_checkout_version_and_commit() -> None:
     series = parse_samples(recorded("prometheus-query-build_info"), "query")
-    sig = from_build_info("checkout", [s for s in series if s.labels["service"] == "checkout"],
-                          "version", "commit")
+    sig = from_build_info(
+        "checkout", [s for s in series if s.labels["service"] == "checkout"], "version", "commit"
+    )
     assert sig is not None and (sig.version, sig.commit) == ("2.4.1", "7a3f9c2")
 
 
@@ -213,8 +221,9 @@ def otlp_from_tempo(doc: dict[str, Any]) -> dict[str, Any]:
         for ss in rs["scopeSpans"]:
             spans = []
             for sp in ss["spans"]:
-                s = dict(sp, traceId=h(sp["traceId"]), spanId=h(sp["spanId"]),
-                         kind=kinds[sp["kind"]])
+                s = dict(
+                    sp, traceId=h(sp["traceId"]), spanId=h(sp["spanId"]), kind=kinds[sp["kind"]]
+                )
                 if "parentSpanId" in sp:
                     s["parentSpanId"] = h(sp["parentSpanId"])
                 st = dict(sp.get("status") or {})
@@ -227,23 +236,27 @@ def otlp_from_tempo(doc: dict[str, Any]) -> dict[str, Any]:
     return {"resourceSpans": out}
 
 
-async def fetch(url: str, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
-    async with aiohttp.ClientSession() as s, s.get(
-        url, params={k: str(v) for k, v in (params or {}).items()}, headers=headers
-    ) as r:
+async def fetch(
+    url: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str, bytes]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(url, params={k: str(v) for k, v in (params or {}).items()}, headers=headers) as r,
+    ):
         return r.status, r.headers.get("Content-Type", ""), await r.read()
 
 
 async def test_tempo_double_answers_trace_by_id_exactly_as_recorded(tempo: TempoDouble) -> None:
     async with aiohttp.ClientSession() as s:
-        post = await s.post(f"{tempo.url}/v1/traces",
-                            json=otlp_from_tempo(fixture_json("tempo-trace-v2.json")))
+        post = await s.post(
+            f"{tempo.url}/v1/traces", json=otlp_from_tempo(fixture_json("tempo-trace-v2.json"))
+        )
         assert post.status == 200
     for name in ("tempo-trace-v2", "tempo-trace-v1", "tempo-trace-notfound"):
         m = meta(name)
-        status, ctype, body = await fetch(tempo.url + m["request"]["path"],
-                                          headers=m["request"]["headers"])
+        status, ctype, body = await fetch(
+            tempo.url + m["request"]["path"], headers=m["request"]["headers"]
+        )
         assert (status, ctype) == (m["status"], m["content_type"])
         assert json.loads(body) == fixture_json(f"{name}.json")
 
@@ -270,10 +283,11 @@ def _push_recorded_trace_logs(loki: LokiDouble) -> None:
     doc = fixture_json("loki-by-trace-structured-metadata.json")
     streams = []
     for s in doc["data"]["result"]:
-        labels = {k: v for k, v in s["stream"].items()
-                  if k in ("env", "service_name")}
+        labels = {k: v for k, v in s["stream"].items() if k in ("env", "service_name")}
         meta_ = {k: s["stream"][k] for k in ("trace_id", "span_id")}
-        streams.append({"stream": labels, "values": [[ts, line, meta_] for ts, line in s["values"]]})
+        streams.append(
+            {"stream": labels, "values": [[ts, line, meta_] for ts, line in s["values"]]}
+        )
     loki.push({"streams": streams})
 
 
@@ -307,7 +321,8 @@ async def test_prometheus_double_exemplars_have_the_recorded_shape(prom: Prometh
     got = json.loads(body)
     assert paths(got) == paths(want)
     assert [e["labels"] for e in got["data"][0]["exemplars"]] == [
-        e["labels"] for e in want["data"][0]["exemplars"]]
+        e["labels"] for e in want["data"][0]["exemplars"]
+    ]
     m = meta("prometheus-query_exemplars-bad-query")
     status, ctype, body = await fetch(prom.url + m["request"]["path"], m["request"]["params"])
     assert (status, ctype) == (m["status"], m["content_type"])

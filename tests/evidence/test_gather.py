@@ -36,8 +36,13 @@ async def run(g: Gatherer, inc: Incident, budget: float = 5.0, **msg: Any) -> Ev
     return await g.gather(message, received(inc), budget)
 
 
-def load(inc: Incident, prom: PrometheusDouble, tempo: TempoDouble, loki: LokiDouble,
-         grafana: GrafanaDouble) -> Incident:
+def load(
+    inc: Incident,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
+) -> Incident:
     inc.build().load(prom, tempo, loki, grafana)
     return inc
 
@@ -46,8 +51,11 @@ def load(inc: Incident, prom: PrometheusDouble, tempo: TempoDouble, loki: LokiDo
 
 
 async def test_error_incident_names_the_failing_dependency_with_its_logs_and_deploy(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     b = await run(await make_gatherer(), inc)
@@ -74,8 +82,11 @@ async def test_error_incident_names_the_failing_dependency_with_its_logs_and_dep
 
 
 async def test_error_present_in_healthy_traces_too_is_background_not_culprit(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     b = await run(await make_gatherer(token_budget=20000), inc)
@@ -86,14 +97,24 @@ async def test_error_present_in_healthy_traces_too_is_background_not_culprit(
 
 
 async def test_latency_incident_blames_the_span_whose_self_time_grew(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = Incident(
-        service="search", op="GET /api/search", mode="latency",
-        deps=[Dep("es", "query products", 30), Dep("cache", "GET results", 3),
-              Dep("recs", "GET /recs", 8)],
-        culprit="es:query products", culprit_ms=1400, background="recs:GET /recs",
+        service="search",
+        op="GET /api/search",
+        mode="latency",
+        deps=[
+            Dep("es", "query products", 30),
+            Dep("cache", "GET results", 3),
+            Dep("recs", "GET /recs", 8),
+        ],
+        culprit="es:query products",
+        culprit_ms=1400,
+        background="recs:GET /recs",
         culprit_attrs={"db.query.text": "match_all products", "feature_flag.fuzzy": "on"},
         culprit_log="es query took too long: 1400ms, shards 12/12",
     )
@@ -103,12 +124,17 @@ async def test_latency_incident_blames_the_span_whose_self_time_grew(
     assert b.culprit is not None
     assert (b.culprit.service, b.culprit.operation) == ("es", "query products")
     assert "self time" in b.culprit.contrast and b.culprit.self_ms > 1000
-    assert all(i.exemplar.value >= 0.5 for i in b.items if i.exemplar and i.exemplar.role == "suspect")
+    assert all(
+        i.exemplar.value >= 0.5 for i in b.items if i.exemplar and i.exemplar.role == "suspect"
+    )
 
 
 async def test_deploy_events_posted_by_ci_give_the_deploy_time(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, None)  # type: ignore[arg-type]
     alert_start = datetime.fromtimestamp(inc.end - 60, UTC)
@@ -118,8 +144,15 @@ async def test_deploy_events_posted_by_ci_give_the_deploy_time(
 
         async def recent(self, service: str, since: datetime, until: datetime) -> list[DeployEvent]:
             self.asked.append((service, since, until))
-            return [DeployEvent(service=service, version="5.2.0", commit="d4e5f6a",
-                                environment="prod", time=alert_start - timedelta(minutes=3))]
+            return [
+                DeployEvent(
+                    service=service,
+                    version="5.2.0",
+                    commit="d4e5f6a",
+                    environment="prod",
+                    time=alert_start - timedelta(minutes=3),
+                )
+            ]
 
     store = Store()
     b = await run(await make_gatherer(deploys=store), inc)
@@ -133,22 +166,31 @@ async def test_deploy_events_posted_by_ci_give_the_deploy_time(
 
 
 async def test_alert_without_generator_url_uses_the_matching_prometheus_rule(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     prom.add_rule("OtherAlert", "up == 0", {"severity": "page"})
-    prom.add_rule(inc.alertname, inc.expr, {"severity": "critical"},
-                  alerts=[{"alertname": inc.alertname, "service": "payments",
-                           "severity": "critical"}])
+    prom.add_rule(
+        inc.alertname,
+        inc.expr,
+        {"severity": "critical"},
+        alerts=[{"alertname": inc.alertname, "service": "payments", "severity": "critical"}],
+    )
     b = await run(await make_gatherer(), inc, generator_url=False)
     assert b.query is not None and b.query.source == "rules"
     assert b.culprit is not None and b.culprit.service == "ledger"
 
 
 async def test_alert_without_generator_url_and_no_rule_falls_back_to_trace_search(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     b = await run(await make_gatherer(), inc, generator_url=False)
@@ -160,13 +202,16 @@ async def test_alert_without_generator_url_and_no_rule_falls_back_to_trace_searc
 
 
 async def test_expression_the_parser_rejects_is_listed_as_missing(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     msg = inc.alert_message()
-    msg["alerts"][0]["generatorURL"] = (
-        "http://prometheus:9090/graph?g0.expr=" + quote_plus("sum(rate(http_requests_total[5m]")
+    msg["alerts"][0]["generatorURL"] = "http://prometheus:9090/graph?g0.expr=" + quote_plus(
+        "sum(rate(http_requests_total[5m]"
     )
     g = await make_gatherer()
     b = await g.gather(WebhookMessage.model_validate(msg), received(inc), 5)
@@ -175,8 +220,11 @@ async def test_expression_the_parser_rejects_is_listed_as_missing(
 
 
 async def test_exemplars_without_trace_id_or_with_malformed_ids_are_skipped_with_reason(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = Incident().build()
     inc.load(None, tempo, loki, grafana)
@@ -194,8 +242,11 @@ async def test_exemplars_without_trace_id_or_with_malformed_ids_are_skipped_with
 
 
 async def test_trace_not_found_in_tempo_is_listed_as_missing(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = Incident().build()
     inc.load(prom, None, loki, grafana)
@@ -206,8 +257,11 @@ async def test_trace_not_found_in_tempo_is_listed_as_missing(
 
 
 async def test_tempo_500_is_retried_and_a_persistent_500_is_listed(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     tempo.inject("/api/v2/traces/", status=500, times=1)
@@ -222,8 +276,11 @@ async def test_tempo_500_is_retried_and_a_persistent_500_is_listed(
 
 
 async def test_tempo_timeout_is_listed_and_the_rest_still_arrives(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     tempo.inject("/api/v2/traces/", status=None, delay=3.0)
@@ -237,8 +294,11 @@ async def test_tempo_timeout_is_listed_and_the_rest_still_arrives(
 
 
 async def test_loki_400_is_recorded_as_a_rejected_query(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     g = await make_gatherer(loki={"selector": '{service_name=~".*"}'})
@@ -250,8 +310,11 @@ async def test_loki_400_is_recorded_as_a_rejected_query(
 
 
 async def test_5000_log_lines_are_capped_and_collapsed_into_templates(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(extra_log_lines=5000), prom, tempo, loki, grafana)
     g = await make_gatherer(loki={"error_limit": 5000, "max_lines": 100}, token_budget=50000)
@@ -271,11 +334,16 @@ async def test_5000_log_lines_are_capped_and_collapsed_into_templates(
 
 
 async def test_secrets_in_logs_never_reach_the_bundle(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
-    secret = ("retrying with DSN postgres://ledger:Sup3rS3cret@db:5432/ledger password=hunter2 "
-              "Authorization: Bearer tok_abcdefghijklmnop AKIAIOSFODNN7EXAMPLE")
+    secret = (
+        "retrying with DSN postgres://ledger:Sup3rS3cret@db:5432/ledger password=hunter2 "
+        "Authorization: Bearer tok_abcdefghijklmnop AKIAIOSFODNN7EXAMPLE"
+    )
     inc = load(Incident(secret_line=secret), prom, tempo, loki, grafana)
     b = await run(await make_gatherer(token_budget=30000), inc)
     dump = b.model_dump_json()
@@ -285,14 +353,21 @@ async def test_secrets_in_logs_never_reach_the_bundle(
 
 
 async def test_gather_returns_within_budget_when_every_backend_hangs(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     for d in (prom, tempo, loki, grafana):
         d.inject("/", status=None, delay=10.0)
-    g = await make_gatherer(prometheus={"timeout": 30}, tempo={"timeout": 30},
-                            loki={"timeout": 30}, grafana={"timeout": 30})
+    g = await make_gatherer(
+        prometheus={"timeout": 30},
+        tempo={"timeout": 30},
+        loki={"timeout": 30},
+        grafana={"timeout": 30},
+    )
     t0 = time.monotonic()
     b = await run(g, inc, budget=0.6)
     elapsed = time.monotonic() - t0
@@ -315,16 +390,22 @@ async def test_nothing_configured_gives_a_bundle_listing_each_backend() -> None:
 
 
 async def test_storm_of_200_alerts_of_one_incident_costs_a_handful_of_requests(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     g = await make_gatherer()
     base = inc.alert_message(n_alerts=200, pod_labels=True)
     messages = []
     for i, a in enumerate(base["alerts"]):
-        messages.append(WebhookMessage.model_validate({**base, "alerts": [a],
-                                                       "groupKey": f"{base['groupKey']}-{i}"}))
+        messages.append(
+            WebhookMessage.model_validate(
+                {**base, "alerts": [a], "groupKey": f"{base['groupKey']}-{i}"}
+            )
+        )
     t = received(inc)
     bundles = await asyncio.gather(
         *(g.gather(m, t + timedelta(milliseconds=i * 7), 5) for i, m in enumerate(messages))
@@ -335,8 +416,11 @@ async def test_storm_of_200_alerts_of_one_incident_costs_a_handful_of_requests(
 
 
 async def test_generator_url_host_is_never_contacted(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     inc = load(Incident(), prom, tempo, loki, grafana)
     trap = PrometheusDouble()
@@ -345,7 +429,8 @@ async def test_generator_url_host_is_never_contacted(
         msg = inc.alert_message()
         msg["alerts"][0]["generatorURL"] = f"{trap.url}/graph?g0.expr=" + quote_plus(inc.expr)
         b = await (await make_gatherer()).gather(
-            WebhookMessage.model_validate(msg), received(inc), 5)
+            WebhookMessage.model_validate(msg), received(inc), 5
+        )
     finally:
         await trap.stop()
     assert b.culprit is not None
@@ -354,14 +439,20 @@ async def test_generator_url_host_is_never_contacted(
 
 
 async def test_backend_calls_are_timed_in_the_latency_histogram(
-    make_gatherer: GathererFactory, prom: PrometheusDouble, tempo: TempoDouble,
-    loki: LokiDouble, grafana: GrafanaDouble,
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
 ) -> None:
     def count() -> float:
-        return REGISTRY.get_sample_value(
-            "enricher_backend_request_seconds_count",
-            {"backend": "tempo", "endpoint": "trace_by_id", "outcome": "ok"},
-        ) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "enricher_backend_request_seconds_count",
+                {"backend": "tempo", "endpoint": "trace_by_id", "outcome": "ok"},
+            )
+            or 0.0
+        )
 
     inc = load(Incident(), prom, tempo, loki, grafana)
     before = count()
