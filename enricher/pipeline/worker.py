@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -181,10 +182,10 @@ class Pipeline:
         if job.state == JobState.DELIVERING:
             record = await self.store.get_page(job.id)
             if record is not None:
-                await self._deliver(job, Page.model_validate(record.doc))
+                pending = await self.store.pending_deliveries(job.id)
+                await self._deliver(job, Page.model_validate(record.doc), pending)
                 return
         page = await self._build(job, msg)
-        await self.store.set_state(job.id, self.owner, JobState.DELIVERING)
         await self.store.save_page(
             PageRecord(
                 id=page.id,
@@ -195,10 +196,9 @@ class Pipeline:
                 doc=page.model_dump(mode="json"),
             ),
             list(self.notifiers),
+            resolves=page.resolves,
         )
-        if page.resolves is not None:
-            await self.store.mark_resolved(page.resolves, page.id, page.paged_at.timestamp())
-        await self._deliver(job, page)
+        await self._deliver(job, page, list(self.notifiers))
 
     async def _build(self, job: Job, msg: WebhookMessage) -> Page:
         reasons: list[str] = []
@@ -212,9 +212,11 @@ class Pipeline:
                 resolves = prior.id
             else:
                 log.info("resolution with no firing page on record; paging it as is")
+        elif job.state == JobState.ANALYSING and job.bundle:
+            # Resumed after a restart: the evidence was already gathered and stored.
+            bundle = json.loads(job.bundle)
         else:
             budget = job.deadline - time.time() - self.pc.delivery_reserve
-            await self.store.set_state(job.id, self.owner, JobState.GATHERING)
             gathered, why = await run_stage(
                 "gather",
                 lambda: self.gatherer.gather(
@@ -233,7 +235,11 @@ class Pipeline:
             if gathered is not None:
                 bundle = gathered.bundle
                 reasons.extend(gathered.reasons)
-            await self.store.set_state(job.id, self.owner, JobState.ANALYSING)
+            if bundle is not None:  # keep it, so a restart does not gather twice
+                await self.store.set_state(
+                    job.id, self.owner, JobState.ANALYSING, bundle=json.dumps(bundle, default=str)
+                )
+        if msg.status == "firing":
             budget = job.deadline - time.time() - self.pc.delivery_reserve
             analysed, why = await run_stage(
                 "analyse",
@@ -259,9 +265,8 @@ class Pipeline:
             analysis=analysis,
         )
 
-    async def _deliver(self, job: Job, page: Page) -> None:
+    async def _deliver(self, job: Job, page: Page, pending: list[str]) -> None:
         t0 = time.perf_counter()
-        pending = await self.store.pending_deliveries(page.id)
         targets = [self.notifiers[n] for n in pending if n in self.notifiers]
         results = await asyncio.gather(*(self._deliver_one(n, page) for n in targets))
         self.metrics.stage_seconds.labels("deliver").observe(time.perf_counter() - t0)
@@ -270,15 +275,12 @@ class Pipeline:
         self.metrics.page_latency.observe(max(0.0, now - job.received_at))
         if now > job.deadline:
             self.metrics.past_deadline.inc()
+        sent = [n.name for n, ok in zip(targets, results, strict=True) if ok]
         failed = [n.name for n, ok in zip(targets, results, strict=True) if not ok]
-        if failed:
-            await self.store.set_state(
-                job.id, self.owner, JobState.FAILED, error=f"delivery failed: {', '.join(failed)}"
-            )
-            self.metrics.jobs.labels("failed").inc()
-        else:
-            await self.store.set_state(job.id, self.owner, JobState.DONE)
-            self.metrics.jobs.labels("done").inc()
+        state = JobState.FAILED if failed else JobState.DONE
+        error = f"delivery failed: {', '.join(failed)}" if failed else None
+        await self.store.finish(job.id, self.owner, state, sent, error, time.time())
+        self.metrics.jobs.labels(state.value).inc()
 
     async def _deliver_one(self, notifier: Notifier, page: Page) -> bool:
         attempt = 0
@@ -294,8 +296,7 @@ class Pipeline:
             except Exception as exc:  # a notifier bug must not kill the job
                 log.exception("notifier error", extra={"notifier": notifier.name})
                 error, retryable = f"{type(exc).__name__}: {exc}", False
-            else:
-                await self.store.record_delivery(page.id, notifier.name, "sent", None, time.time())
+            else:  # recorded as sent together with the job's final state
                 self.metrics.deliveries.labels(notifier.name, "sent").inc()
                 return True
             final = not retryable or attempt >= self.pc.max_delivery_attempts

@@ -119,9 +119,26 @@ class Store(Protocol):
         error: str | None = None,
     ) -> None: ...
 
-    async def save_page(self, page: PageRecord, notifiers: list[str]) -> None:
-        """Record the page and one pending delivery per notifier (idempotent per page id)."""
+    async def save_page(
+        self, page: PageRecord, notifiers: list[str], resolves: int | None = None
+    ) -> None:
+        """Record the page, one pending delivery per notifier, the job's move to delivering,
+        and the resolution of an earlier page, atomically (idempotent per page id)."""
         ...
+
+    async def finish(
+        self,
+        job_id: int,
+        owner: str,
+        state: JobState,
+        sent: list[str],
+        error: str | None,
+        at: float,
+    ) -> None:
+        """Mark deliveries sent and the job final, atomically."""
+        ...
+
+    async def pending_deliveries(self, page_id: int) -> list[str]: ...
 
     async def get_page(self, page_id: int) -> PageRecord | None: ...
 
