@@ -20,6 +20,7 @@ from aiohttp import web
 
 from enricher import logs
 from enricher.config import Config
+from enricher.intake.deploys import DeployIntake
 from enricher.intake.handler import Intake
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
@@ -53,6 +54,7 @@ class Service:
             self.store, config, self.notifiers, self.metrics, gatherer, analyser
         )
         self.intake = Intake(config, self.store, self.metrics, self.pipeline.wake)
+        self.deploys = DeployIntake(self.store, self.intake.auth)
         self.started = time.time()
         self._stopped = False
 
@@ -105,6 +107,10 @@ async def errors_middleware(
 
 async def _alerts(request: web.Request) -> web.StreamResponse:
     return await request.app[SERVICE].intake.handle(request)
+
+
+async def _deploys(request: web.Request) -> web.Response:
+    return await request.app[SERVICE].deploys.handle(request)
 
 
 async def _pages(request: web.Request) -> web.Response:
@@ -183,6 +189,7 @@ def create_app(config: Config, **service_kwargs: Any) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/api/v1/alerts", _alerts)
+    app.router.add_post("/api/v1/deploys", _deploys)
     app.router.add_get("/api/v1/pages", _pages)
     app.router.add_get("/api/v1/pages/{id}", _page)
     app.router.add_get("/healthz", _healthz)

@@ -97,3 +97,8 @@ def test_serve_refuses_to_start_on_invalid_config(tmp_path):
     res = _cli("serve", "--config", str(bad), "--data-dir", str(tmp_path / "d"))
     assert res.returncode == 2
     assert "store.synchronous" in res.stderr
+
+
+def test_the_example_configuration_is_valid():
+    cfg = load_config(REPO / "enricher.example.yaml", environ={})
+    assert cfg.pipeline.workers == 16

@@ -332,3 +332,30 @@ async def test_fuzzed_bodies_never_yield_a_500(make_client, body):
         test_fuzzed_bodies_never_yield_a_500._client = client  # type: ignore[attr-defined]
     resp = await post(client, body)
     assert resp.status in (200, 400), (resp.status, body[:200])
+
+
+async def test_deploy_events_are_recorded_validated_and_authenticated(make_client):
+    from datetime import UTC, datetime, timedelta
+
+    from enricher.intake.deploys import StoredDeploys
+
+    client = await make_client({"intake": {"auth": {"bearer_token": "ci-token"}}})
+    auth = {"Authorization": "Bearer ci-token"}
+    event = {
+        "service": "checkout",
+        "version": "2.4.1",
+        "commit": "7a3f9c2",
+        "environment": "prod",
+        "time": "2026-11-27T16:16:00Z",
+    }
+    url = "/api/v1/deploys"
+    assert (await client.post(url, json=event)).status == 401
+    bad = await client.post(url, json={**event, "time": "soon"}, headers=auth)
+    assert bad.status == 400 and (await bad.json())["problems"][0]["path"] == "time"
+    ok = await client.post(url, json=event, headers=auth)
+    assert ok.status == 201
+    source = StoredDeploys(service_of(client).store)
+    t = datetime(2026, 11, 27, 16, 20, tzinfo=UTC)
+    [found] = await source.recent("checkout", t - timedelta(minutes=10), t)
+    assert found.version == "2.4.1" and found.commit == "7a3f9c2"
+    assert await source.recent("payments", t - timedelta(minutes=10), t) == []
