@@ -90,3 +90,32 @@ def test_kill_9_between_ack_and_delivery_delivers_each_page_exactly_once(tmp_pat
     finally:
         first.stop()
         sink.close()
+
+
+def test_sigterm_exits_within_grace_and_the_job_resumes_after_restart(tmp_path):
+    sink = Sink()
+    config = {
+        "notifiers": {"log": {"enabled": False}, "webhook": {"url": sink.url, "timeout": 120}},
+        "pipeline": {"shutdown_grace": 1, "timeouts": {"deliver": 120}},
+    }
+    data = tmp_path / "data"
+    first = Enricher(tmp_path / "run1", config=config, data_dir=data).start()
+    try:
+        body = json.dumps(webhook_body(groupKey="sigterm")).encode()
+        assert http_post(f"{first.url}/api/v1/alerts", body)[0] == 200
+        wait_until(lambda: sink.held >= 1, 30, what="the delivery to be in flight")
+        t0 = time.monotonic()
+        assert first.stop(timeout=30) == 0
+        assert time.monotonic() - t0 < 1 + 6  # grace, plus the bounded wait for cancellation
+        assert "released unfinished jobs" in first.log()
+        sink.accepting = True
+        sink.release.set()
+        second = Enricher(tmp_path / "run2", config=config, data_dir=data).start()
+        try:
+            wait_until(lambda: sink.accepted, 30, what="delivery after restart")
+            assert dict(sink.accepted) == {1: 1}
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        sink.close()
