@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -70,6 +71,11 @@ end
 """
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def payload(alerts: int) -> bytes:
     body = json.loads(FIXTURE.read_text())
     body["groupKey"] = '{}:{alertname="CheckoutHighErrorRate", run="' + MARK + '"}'
@@ -91,6 +97,7 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
         (work / "post.lua").write_text(LUA)
         svc = Enricher(work / "svc").start()
         try:
+            cpu0 = _cpu_seconds(svc.proc.pid)
             out = subprocess.run(
                 [
                     "wrk",
@@ -110,6 +117,7 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
                 check=True,
                 timeout=duration + 60,
             ).stdout
+            cpu = _cpu_seconds(svc.proc.pid) - cpu0
         finally:
             svc.stop()
         line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
@@ -131,6 +139,9 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
             "ack_p90_ms": round(w["p90_us"] / 1000, 2),
             "ack_p99_ms": round(w["p99_us"] / 1000, 2),
             "ack_max_ms": round(w["max_us"] / 1000, 2),
+            # CPU the service spent per acknowledged post, pipeline included: unlike posts/s,
+            # it does not move when other processes compete for the two cores.
+            "service_cpu_us_per_post": round(cpu / max(acked, 1) * 1e6),
             "acknowledged": acked,
             "stored": stored,
             "duplicates": dups,

@@ -87,7 +87,8 @@ async def run_stage(
             outcome, reason = "timeout", f"{name}: skipped, the page deadline left no time"
         else:
             try:
-                result = await asyncio.wait_for(make(), timeout)
+                async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                    result = await make()
             except TimeoutError:
                 outcome, reason = "timeout", f"{name}: no result within {timeout:.1f}s"
             except asyncio.CancelledError:

@@ -69,6 +69,7 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -78,6 +79,7 @@ class Pipeline:
 
     async def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+        self._renewer = asyncio.create_task(self._renew(), name="lease-renewer")
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,6 +91,8 @@ class Pipeline:
         if self._dispatcher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        if self._renewer is not None:
+            self._renewer.cancel()
         tasks = [t for t, _ in self.active.values()]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=grace)
@@ -142,16 +146,17 @@ class Pipeline:
 
     # -- one job -------------------------------------------------------------------------------
 
-    async def _renew(self, job_id: int) -> None:
+    async def _renew(self) -> None:
+        """Keep the leases of every running job alive, in one write per period."""
         every = max(0.5, self.pc.lease / 3)
         while True:
             await asyncio.sleep(every)
-            with contextlib.suppress(StoreError):
-                await self.store.renew(job_id, self.owner, self.pc.lease)
+            if self.active:
+                with contextlib.suppress(StoreError):
+                    await self.store.renew(list(self.active), self.owner, self.pc.lease)
 
     async def _run(self, job: Job) -> None:
         token = logs.job_id.set(job.id)
-        renewer = asyncio.create_task(self._renew(job.id))
         try:
             await self._process(job)
         except asyncio.CancelledError:
@@ -169,7 +174,6 @@ class Pipeline:
                 )
             self.metrics.jobs.labels("failed").inc()
         finally:
-            renewer.cancel()
             logs.job_id.reset(token)
 
     async def _process(self, job: Job) -> None:
@@ -187,13 +191,13 @@ class Pipeline:
                 return
         page = await self._build(job, msg)
         await self.store.save_page(
-            PageRecord(
+            PageRecord.model_construct(
                 id=page.id,
                 group_key=page.group_key,
                 status=page.status,
                 paged_at=page.paged_at.timestamp(),
                 degraded=page.degraded,
-                doc=page.model_dump(mode="json"),
+                doc=page.model_dump_json(),
             ),
             list(self.notifiers),
             resolves=page.resolves,
@@ -288,7 +292,8 @@ class Pipeline:
             attempt += 1
             retry_after: float | None = None
             try:
-                await asyncio.wait_for(notifier.send(page), self.pc.timeouts.deliver)
+                async with asyncio.timeout(self.pc.timeouts.deliver):
+                    await notifier.send(page)
             except DeliveryError as exc:
                 error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
             except TimeoutError:

@@ -73,14 +73,14 @@ class DeliveryRecord(BaseModel):
 
 
 class PageRecord(BaseModel):
-    """The stored page: `doc` is the rendered Page model as JSON-ready data."""
+    """The stored page: `doc` is the rendered Page model (its JSON text when saving)."""
 
     id: int
     group_key: str
     status: str
     paged_at: float
     degraded: bool
-    doc: dict[str, Any]
+    doc: dict[str, Any] | str
     resolved_at: float | None = None
     resolved_by: int | None = None
     deliveries: list[DeliveryRecord] = Field(default_factory=list)
@@ -103,7 +103,9 @@ class Store(Protocol):
         """Lease up to `limit` runnable jobs, most urgent first, oldest first."""
         ...
 
-    async def renew(self, job_id: int, owner: str, lease_s: float) -> bool: ...
+    async def renew(self, job_ids: list[int], owner: str, lease_s: float) -> int:
+        """Extend the leases `owner` holds on these jobs; returns how many it still holds."""
+        ...
 
     async def release(self, owner: str) -> int:
         """Give back every lease `owner` holds, so another worker takes the jobs up now."""

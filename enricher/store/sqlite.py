@@ -411,7 +411,7 @@ class SQLiteStore:
                 (owner, now + lease_s, now, *ids),
             )
             return [
-                Job(
+                Job.model_construct(  # our own rows: no need to validate them again
                     id=r[0],
                     state=JobState.GATHERING if r[1] == "received" else JobState(r[1]),
                     priority=r[2],
@@ -429,15 +429,13 @@ class SQLiteStore:
 
         return await self._write(op)  # type: ignore[no-any-return]
 
-    async def renew(self, job_id: int, owner: str, lease_s: float) -> bool:
-        def op(c: sqlite3.Connection) -> bool:
-            return (
-                c.execute(
-                    "UPDATE jobs SET lease_expires=? WHERE id=? AND lease_owner=?",
-                    (time.time() + lease_s, job_id, owner),
-                ).rowcount
-                == 1
-            )
+    async def renew(self, job_ids: list[int], owner: str, lease_s: float) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            return c.execute(
+                f"UPDATE jobs SET lease_expires=? WHERE lease_owner=?"
+                f" AND id IN ({','.join('?' * len(job_ids))})",
+                (time.time() + lease_s, owner, *job_ids),
+            ).rowcount
 
         return await self._write(op)  # type: ignore[no-any-return]
 
@@ -489,7 +487,7 @@ class SQLiteStore:
     ) -> None:
         """Record the page, its pending deliveries, the job's move to delivering and, for a
         resolution, the firing page it resolves: one operation, so all of it or none."""
-        doc = json.dumps(page.doc, ensure_ascii=False, default=str)
+        doc = page.doc if isinstance(page.doc, str) else json.dumps(page.doc, default=str)
 
         def op(c: sqlite3.Connection) -> None:
             c.execute(
