@@ -68,7 +68,13 @@ async def test_version_3_is_refused_as_unsupported(make_client):
 
 async def test_non_rfc3339_time_is_400_naming_the_alert_field(make_client):
     client = await make_client()
-    for bad in ("2026-11-27 16:20:37", "yesterday", "2026-13-01T00:00:00Z", 1764260437):
+    for bad in (
+        "2026-11-27 16:20:37",
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        1764260437,
+    ):
         resp = await post(client, webhook_body(alert={"startsAt": bad}))
         assert resp.status == 400, bad
         doc = await resp.json()

@@ -37,6 +37,9 @@ def problems_of(exc: ValidationError) -> list[dict[str, str]]:
             msg = "the body must be a JSON object (an Alertmanager webhook message)"
         elif err["type"] == "literal_error" and path == "version":
             msg = 'unsupported webhook version: only "4" is accepted'
+        elif err["type"] == "invalid_date":  # raised once per message, located by its context
+            ctx = err.get("ctx", {})
+            path, msg = f"alerts.{ctx.get('i')}.{ctx.get('field')}", str(ctx.get("msg", msg))
         elif err["type"] == "string_pattern_mismatch":
             msg = "not an RFC 3339 timestamp (e.g. 2025-05-01T12:00:00.123Z)"
         elif msg.startswith("Value error, "):
