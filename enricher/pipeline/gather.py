@@ -20,13 +20,14 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
 
-from enricher.analysis.spans import analyse_traces
+from enricher.analysis.spans import TraceFindings, analyse_traces
 from enricher.bundle.build import GatheredEvidence, build_bundle, safe_link
 from enricher.bundle.model import (
     AlertInfo,
@@ -57,7 +58,7 @@ from enricher.sources.promql import (
     expr_from_generator_url,
     match_rule,
 )
-from enricher.sources.tempo import TempoClient, TraceFetch, traceql_for
+from enricher.sources.tempo import TempoClient, Trace, TraceFetch, traceql_for
 
 log = logging.getLogger("enricher.gather")
 T = TypeVar("T")
@@ -122,6 +123,9 @@ class Gatherer:
         self.config = config
         self.deploys = deploys
         self._session: aiohttp.ClientSession | None = None
+        self._analysis_memo: OrderedDict[
+            tuple[tuple[int, ...], tuple[int, ...]], tuple[list[Trace], TraceFindings]
+        ] = OrderedDict()
         self._make_clients(None)
 
     def _make_clients(self, session: aiohttp.ClientSession | None) -> None:
@@ -595,7 +599,7 @@ class Gatherer:
             if c.role == "healthy" and c.trace_id in ev.traces and ev.traces[c.trace_id].trace
         ]
         if suspects:
-            ev.findings = analyse_traces(
+            ev.findings = self._analyse(
                 [t for t in suspects if t is not None], [t for t in healthy if t is not None]
             )
         elif ev.chosen and self.tempo.configured:
@@ -617,6 +621,19 @@ class Gatherer:
         ev.stats.timed_out = timed_out
         ev.stats.backend_requests = self.requests_sent()
         return build_bundle(ev, self.config.token_budget, self.config.loki.max_lines)
+
+    def _analyse(self, suspects: list[Trace], healthy: list[Trace]) -> TraceFindings:
+        """Analysis memoised on the trace objects: parsed traces are shared by every alert of
+        an incident (cached, coalesced answers), so a storm analyses them once."""
+        key = (tuple(id(t) for t in suspects), tuple(id(t) for t in healthy))
+        hit = self._analysis_memo.get(key)
+        if hit is not None:
+            return hit[1]  # read-only downstream: the bundle is rebuilt from a fresh dump
+        findings = analyse_traces(suspects, healthy)
+        self._analysis_memo[key] = ([*suspects, *healthy], findings)
+        while len(self._analysis_memo) > 256:
+            self._analysis_memo.popitem(last=False)
+        return findings
 
     def _links(self, ev: GatheredEvidence) -> None:
         from_ms = int(ev.window_start.timestamp() * 1000)

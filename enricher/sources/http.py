@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -34,6 +34,7 @@ BACKEND_SECONDS = Histogram(
 ErrorKind = Literal[
     "not_configured", "timeout", "unavailable", "http_error", "bad_request", "bad_response"
 ]
+T = TypeVar("T")
 Params = Mapping[str, str | int | float] | Sequence[tuple[str, str | int | float]]
 
 
@@ -97,7 +98,9 @@ class HttpBackend:
         self._sem = asyncio.Semaphore(config.concurrency)
         self._inflight: dict[str, asyncio.Future[HttpResponse]] = {}
         self._cache: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
+        self._parsed: OrderedDict[tuple[int, str], tuple[HttpResponse, object]] = OrderedDict()
         self.sent = 0  # real requests sent, for tests and the benchmark
+        self.bytes_received = 0
 
     @property
     def configured(self) -> bool:
@@ -149,6 +152,19 @@ class HttpBackend:
             fut.add_done_callback(lambda f, k=key, c=cache: self._settle(k, f, c))
         # Shield: one caller giving up (its own budget) must not cancel the shared request.
         return await asyncio.shield(fut)
+
+    def parsed(self, resp: HttpResponse, kind: str, parse: Callable[[], T]) -> T:
+        """Parse a response once: cached and coalesced answers are the same object, so an
+        alert storm parses each trace and log answer once instead of once per alert."""
+        key = (id(resp), kind)
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] is resp:
+            return hit[1]  # type: ignore[return-value]
+        value = parse()
+        self._parsed[key] = (resp, value)
+        while len(self._parsed) > 512:
+            self._parsed.popitem(last=False)
+        return value
 
     def _settle(self, key: str, fut: asyncio.Future[HttpResponse], cache: bool) -> None:
         self._inflight.pop(key, None)
@@ -210,6 +226,7 @@ class HttpBackend:
                 self.sent += 1
                 async with self.session.get(url, headers=self.headers(headers)) as r:
                     body = await r.read()
+                    self.bytes_received += len(body)
                     outcome = _outcome(r.status)
                     return HttpResponse(
                         status=r.status,

@@ -244,9 +244,13 @@ class LokiClient:
                 f"HTTP {resp.status}: {resp.text(200)}",
                 resp.status,
             )
-        res = parse_streams(resp, query, self.config.service_label)
-        res.hit_limit = len(res.lines) >= limit
-        return res
+
+        def parse() -> LogQueryResult:
+            res = parse_streams(resp, query, self.config.service_label)
+            res.hit_limit = len(res.lines) >= limit
+            return res
+
+        return self.http.parsed(resp, "streams", parse)
 
     async def trace_logs(
         self, trace_id: str, start_ns: int, end_ns: int, deadline: float | None = None

@@ -384,7 +384,7 @@ class PrometheusClient:
             {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}"},
             deadline=deadline,
         )
-        return parse_exemplars(resp)
+        return self.http.parsed(resp, "exemplars", lambda: parse_exemplars(resp))
 
     async def select_exemplars(
         self,

@@ -320,7 +320,7 @@ class TempoClient:
             retries=self.config.retries,
             backoff=self.config.backoff,
         )
-        return self._trace_result(tid, resp, query)
+        return self.http.parsed(resp, "trace", lambda: self._trace_result(tid, resp, query))
 
     def _trace_result(self, tid: str, resp: HttpResponse, query: str) -> TraceFetch:
         if resp.status == 404:

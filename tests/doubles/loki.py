@@ -19,6 +19,7 @@ from aiohttp import web
 from tests.doubles._server import DoubleServer, answer
 
 MAX_ENTRIES = 5000
+_HEX32 = re.compile(r"\b[0-9a-f]{32}\b")
 _LEVELS = ("error", "warn", "info", "debug", "fatal", "critical", "trace")
 
 
@@ -265,6 +266,10 @@ class LokiDouble(DoubleServer):
     def __init__(self, latency: float = 0.0) -> None:
         # (labels, ts_ns, line, structured metadata)
         self.entries: list[tuple[dict[str, str], int, str, dict[str, str]]] = []
+        # Narrowing indexes only (every candidate is still fully matched): trace-id-like
+        # tokens of lines and metadata, and entries per stream label set.
+        self._by_token: dict[str, list[int]] = {}
+        self._by_stream: dict[tuple[tuple[str, str], ...], list[int]] = {}
         super().__init__(latency)
 
     def routes(self, app: web.Application) -> None:
@@ -338,6 +343,18 @@ class LokiDouble(DoubleServer):
             },
         }
         return answer(body, 200, "application/json; charset=UTF-8")
+
+    def _candidates(self, query: _Query) -> list[int]:
+        for kind, op, v in query.stages:
+            label_eq = kind == "label" and op.endswith("=") and not op.endswith(("!=", "=~"))
+            if _HEX32.fullmatch(v) and (op == "|=" or label_eq):
+                return sorted(self._by_token.get(v, []))
+        out: list[int] = []
+        for key, idxs in self._by_stream.items():
+            labels = dict(key)
+            if all(query._label_ok(labels.get(n, ""), op, v) for n, op, v in query.matchers):
+                out.extend(idxs)
+        return out
 
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(text="ready\n", content_type="text/plain")

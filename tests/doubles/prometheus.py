@@ -59,6 +59,8 @@ class PrometheusDouble(DoubleServer):
         self.exemplars: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
         self.samples: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
         self.rules: list[dict[str, Any]] = []
+        # (label, value) -> series keys: narrows candidates; each is still fully matched.
+        self._index: dict[tuple[str, str], set[tuple[tuple[str, str], ...]]] = {}
         super().__init__(latency)
 
     def routes(self, app: web.Application) -> None:
@@ -78,6 +80,8 @@ class PrometheusDouble(DoubleServer):
         self, series: dict[str, str], labels: dict[str, str], value: float, ts: float
     ) -> None:
         key = tuple(sorted(series.items()))
+        for kv in key:
+            self._index.setdefault(kv, set()).add(key)
         self.exemplars.setdefault(key, []).append(
             {"labels": dict(labels), "value": repr(float(value)), "timestamp": round(ts, 3)}
         )
@@ -141,7 +145,8 @@ class PrometheusDouble(DoubleServer):
         if not sels:
             return answer({"status": "success"})
         data = []
-        for key, exs in self.exemplars.items():
+        for key in self._candidates(sels):
+            exs = self.exemplars[key]
             labels = dict(key)
             if not any(_match(labels, n, m) for n, m in sels):
                 continue
@@ -149,6 +154,20 @@ class PrometheusDouble(DoubleServer):
             if chosen:
                 data.append({"seriesLabels": labels, "exemplars": chosen})
         return answer({"status": "success", "data": data})
+
+    def _candidates(
+        self, sels: list[tuple[str | None, list[tuple[str, str, str]]]]
+    ) -> list[tuple[tuple[str, str], ...]]:
+        keys: set[tuple[tuple[str, str], ...]] = set()
+        for name, matchers in sels:
+            eq = [(n, v) for n, op, v in matchers if op == "="]
+            if name:
+                eq.append(("__name__", name))
+            if not eq:
+                return list(self.exemplars)
+            found = set.intersection(*(self._index.get(kv, set()) for kv in eq))
+            keys |= found
+        return sorted(keys)
 
     def _select(self, query: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         expr = pp.parse(query)

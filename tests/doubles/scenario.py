@@ -85,10 +85,8 @@ class Incident:
         self.exemplars: list[tuple[dict[str, str], dict[str, str], float, float]] = []
         n = self.failing + self.healthy
         for i in range(n):
-            failing = (
-                (i % 2 == 0
-                and len(self.failing_ids) < self.failing)
-                or (len(self.healthy_ids) >= self.healthy)
+            failing = (i % 2 == 0 and len(self.failing_ids) < self.failing) or (
+                len(self.healthy_ids) >= self.healthy
             )
             t = self.end - 240 + i * (230 / n)
             self._request(failing, t)
