@@ -7,6 +7,7 @@ unreadable input, a bad config file or an unreachable `--prometheus`.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import TextIO
 
@@ -53,7 +54,19 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    # Composing YAML and converting queries allocate hundreds of thousands of small objects
+    # that all live until the end; the cyclic collector would rescan them over and over (it
+    # doubled the run time on 5,000 rules). Nothing here builds cycles worth collecting.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _main(argv, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     parser = build_parser()
     if argv[:1] == ["--"]:
         # `enricher lint -- --format json rules/`: the top-level parser hands options that come

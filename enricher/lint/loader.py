@@ -23,10 +23,53 @@ from enricher.lint.durations import parse_duration
 from enricher.lint.model import Problem, Rule, RuleFile
 from enricher.lint.templates import parse_template
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
 _INT = "tag:yaml.org,2002:int"
+_STR = "tag:yaml.org,2002:str"
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+_INT_VALUE = re.compile(r"[-+]?(?:0|[1-9][0-9_]*|0[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)$")
+
+
+class _Tags:
+    """Implicit tags for composed nodes, only as fine as the loader needs.
+
+    Rule fields are all strings to Prometheus (yaml.v3 decodes any scalar into a string), so
+    only null, int (group `limit`) and the `<<` merge key matter. PyYAML's general resolver runs
+    a regex cascade in Python for every scalar; this is a few set lookups.
+    """
+
+    def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                if value in _NULLS:
+                    return _NULL
+                if value == "<<":
+                    return _MERGE
+                if value[:1] in "0123456789+-" and _INT_VALUE.match(value):
+                    return _INT
+            return _STR
+        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+
+if hasattr(yaml, "CSafeLoader"):
+
+    class _Loader(_Tags, yaml.CSafeLoader):  # type: ignore[misc]
+        """libyaml's parser and composer (C) with the tags above."""
+
+else:  # pragma: no cover - PyYAML built without libyaml
+
+    class _Loader(_Tags, yaml.SafeLoader):  # type: ignore[no-redef]
+        pass
+
+
+_LOADER = _Loader
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DIRECTIVE = re.compile(r"#\s*enricher-lint\s+(file/)?disable\s+([^#]+)")

@@ -10,7 +10,8 @@ alerts/template check does), which functions are applied to which ranges.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import promql_parser as _pp
 
@@ -158,17 +159,29 @@ class Labels:
 NO_LABELS = Labels(frozenset())
 
 
-@dataclass(slots=True, eq=False)
 class Query:
-    """A parsed expression and the facts checks read from it."""
+    """A parsed expression and the facts checks read from it (the costlier ones on demand)."""
 
-    root: Node
-    selectors: list[Sel] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    labels: Labels = field(default_factory=Labels)
+    __slots__ = ("_functions", "_labels", "calls", "root", "selectors")
 
-    def functions(self) -> set[str]:
-        return {c.func for c in self.calls}
+    def __init__(self, root: Node, selectors: list[Sel], calls: list[Call]) -> None:
+        self.root = root
+        self.selectors = selectors  # every selector, in reading order
+        self.calls = calls  # every function call, outermost first
+        self._labels: Labels | None = None
+        self._functions: frozenset[str] | None = None
+
+    @property
+    def labels(self) -> Labels:
+        """The labels the result can carry; see `output_labels`."""
+        if self._labels is None:
+            self._labels = output_labels(self.root)
+        return self._labels
+
+    def functions(self) -> frozenset[str]:
+        if self._functions is None:
+            self._functions = frozenset(c.func for c in self.calls)
+        return self._functions
 
     def counter_ranges(self) -> list[float]:
         """Ranges of the `rate`/`irate`/`increase` windows, in seconds."""
@@ -183,86 +196,86 @@ class Query:
 
 def parse(expr: str) -> Query:
     """Parse `expr`; ValueError carries promql-parser's message when it does not parse."""
-    root = _convert(_pp.parse(expr))
-    q = Query(root)
-    for node in walk(root):
-        if isinstance(node, Sel):
-            q.selectors.append(node)
-        elif isinstance(node, Call):
-            q.calls.append(node)
-    q.labels = output_labels(root)
-    return q
+    selectors: list[Sel] = []
+    calls: list[Call] = []
+    root = _Converter(selectors, calls).convert(_pp.parse(expr))
+    return Query(root, selectors, calls)
 
 
-def _labels(modifier: object) -> tuple[str, ...]:
-    return tuple(modifier.labels)  # type: ignore[attr-defined]
+class _Converter:
+    """Turns promql-parser's nodes into ours, noting selectors and calls on the way."""
 
+    __slots__ = ("calls", "selectors")
 
-def _convert(e: object) -> Node:
-    t = type(e)
-    if t is _pp.VectorSelector:
-        return _selector(e, None)
-    if t is _pp.MatrixSelector:
-        return _selector(e.vector_selector, e.range.total_seconds())  # type: ignore[attr-defined]
-    if t is _pp.ParenExpr:
-        return _convert(e.expr)  # type: ignore[attr-defined]
-    if t is _pp.Call:
-        func = e.func  # type: ignore[attr-defined]
-        return Call(
-            func.name,
-            [_convert(a) for a in e.args],  # type: ignore[attr-defined]
-            _TYPES[int(func.return_type)],
-        )
-    if t is _pp.AggregateExpr:
-        mod = e.modifier  # type: ignore[attr-defined]
-        by = without = None
-        if mod is not None:
-            if int(mod.type) == 0:
-                by = _labels(mod)
-            else:
-                without = _labels(mod)
-        param = e.param  # type: ignore[attr-defined]
-        return Agg(
-            str(e.op),  # type: ignore[attr-defined]
-            _convert(e.expr),  # type: ignore[attr-defined]
-            None if param is None else _convert(param),
-            by,
-            without,
-        )
-    if t is _pp.BinaryExpr:
-        node = Bin(str(e.op), _convert(e.lhs), _convert(e.rhs))  # type: ignore[attr-defined]
-        mod = e.modifier  # type: ignore[attr-defined]
-        if mod is not None:
-            node.return_bool = bool(mod.return_bool)
-            node.card = _CARD[int(mod.card)]
-            node.include = tuple(mod.group_labels or ())
-            matching = mod.matching
-            if matching is not None:
-                if int(matching.type) == 0:
-                    node.on = _labels(matching)
+    def __init__(self, selectors: list[Sel], calls: list[Call]) -> None:
+        self.selectors = selectors
+        self.calls = calls
+
+    def convert(self, e: Any) -> Node:
+        t = type(e)
+        if t is _pp.VectorSelector:
+            return self.selector(e, None)
+        if t is _pp.MatrixSelector:
+            return self.selector(e.vector_selector, e.range.total_seconds())
+        if t is _pp.ParenExpr:
+            return self.convert(e.expr)
+        if t is _pp.Call:
+            func = e.func
+            call = Call(func.name, [], _TYPES[int(func.return_type)])
+            self.calls.append(call)
+            call.args = [self.convert(a) for a in e.args]
+            return call
+        if t is _pp.AggregateExpr:
+            mod = e.modifier
+            by = without = None
+            if mod is not None:
+                if int(mod.type) == 0:
+                    by = tuple(mod.labels)
                 else:
-                    node.ignoring = _labels(matching)
-        return node
-    if t is _pp.NumberLiteral:
-        return Num(float(e.val))  # type: ignore[attr-defined]
-    if t is _pp.StringLiteral:
-        return Str(str(e.val))  # type: ignore[attr-defined]
-    if t is _pp.SubqueryExpr:
-        return Sub(_convert(e.expr), e.range.total_seconds())  # type: ignore[attr-defined]
-    if t is _pp.UnaryExpr:
-        return Neg(_convert(e.expr))  # type: ignore[attr-defined]
-    raise ValueError(f"unsupported PromQL node {t.__name__}")
+                    without = tuple(mod.labels)
+            param = e.param
+            return Agg(
+                str(e.op),
+                self.convert(e.expr),
+                None if param is None else self.convert(param),
+                by,
+                without,
+            )
+        if t is _pp.BinaryExpr:
+            node = Bin(str(e.op), self.convert(e.lhs), self.convert(e.rhs))
+            mod = e.modifier
+            if mod is not None:
+                node.return_bool = bool(mod.return_bool)
+                node.card = _CARD[int(mod.card)]
+                node.include = tuple(mod.group_labels or ())
+                matching = mod.matching
+                if matching is not None:
+                    if int(matching.type) == 0:
+                        node.on = tuple(matching.labels)
+                    else:
+                        node.ignoring = tuple(matching.labels)
+            return node
+        if t is _pp.NumberLiteral:
+            return Num(float(e.val))
+        if t is _pp.StringLiteral:
+            return Str(str(e.val))
+        if t is _pp.SubqueryExpr:
+            return Sub(self.convert(e.expr), e.range.total_seconds())
+        if t is _pp.UnaryExpr:
+            return Neg(self.convert(e.expr))
+        raise ValueError(f"unsupported PromQL node {t.__name__}")
 
-
-def _selector(vs: object, rng: float | None) -> Sel:
-    ms = vs.matchers  # type: ignore[attr-defined]
-    matchers = tuple(Matcher(m.name, _MATCH_OPS[int(m.op)], m.value) for m in ms.matchers)
-    name = vs.name  # type: ignore[attr-defined]
-    if name is None:
-        for m in matchers:
-            if m.name == "__name__" and m.op == "=":
-                name = m.value
-    return Sel(name, matchers, rng, bool(ms.or_matchers))
+    def selector(self, vs: Any, rng: float | None) -> Sel:
+        ms = vs.matchers
+        matchers = tuple(Matcher(m.name, _MATCH_OPS[int(m.op)], m.value) for m in ms.matchers)
+        name = vs.name
+        if name is None:
+            for m in matchers:
+                if m.name == "__name__" and m.op == "=":
+                    name = m.value
+        sel = Sel(name, matchers, rng, bool(ms.or_matchers))
+        self.selectors.append(sel)
+        return sel
 
 
 def children(node: Node) -> list[Node]:
@@ -286,28 +299,13 @@ def walk(node: Node) -> Iterator[Node]:
         stack.extend(reversed(children(n)))
 
 
-def value_type(node: Node) -> str:
-    if isinstance(node, Sel):
-        return "vector" if node.range is None else "matrix"
-    if isinstance(node, Num):
-        return "scalar"
-    if isinstance(node, Str):
-        return "string"
-    if isinstance(node, Call):
-        return node.returns
-    if isinstance(node, Sub):
-        return "matrix"
-    if isinstance(node, Neg):
-        return value_type(node.expr)
-    if isinstance(node, Bin):
-        if value_type(node.lhs) == "vector" or value_type(node.rhs) == "vector":
-            return "vector"
-        return "scalar"
-    return "vector"
-
-
 def output_labels(node: Node) -> Labels:
     """Labels the series returned by `node` can carry (pint's "labels that survive")."""
+    return _labels_of(node) or NO_LABELS
+
+
+def _labels_of(node: Node) -> Labels | None:
+    """As output_labels, or None when `node` is a scalar or string, not series."""
     if isinstance(node, Sel):
         return Labels(
             None,
@@ -317,11 +315,11 @@ def output_labels(node: Node) -> Labels:
             ),
         )
     if isinstance(node, Num | Str):
-        return NO_LABELS
+        return None
     if isinstance(node, Sub | Neg):
-        return output_labels(node.expr)
+        return _labels_of(node.expr)
     if isinstance(node, Agg):
-        inner = output_labels(node.expr)
+        inner = _labels_of(node.expr) or NO_LABELS
         if node.op in _PRESERVING_AGGS:
             return inner
         if node.by is not None:
@@ -337,18 +335,13 @@ def output_labels(node: Node) -> Labels:
         return result
     if isinstance(node, Call):
         return _call_labels(node)
-    # Binary operators.
-    lt, rt = value_type(node.lhs), value_type(node.rhs)
-    if lt != "vector" and rt != "vector":
-        return NO_LABELS
-    if lt != "vector":
-        return output_labels(node.rhs)
-    if rt != "vector":
-        return output_labels(node.lhs)
-    left = output_labels(node.lhs)
-    if node.op in ("and", "unless"):
+    # Binary operators: a scalar side contributes nothing.
+    left = _labels_of(node.lhs)
+    if node.op in ("and", "unless") and left is not None:
         return left
-    right = output_labels(node.rhs)
+    right = _labels_of(node.rhs)
+    if left is None or right is None:
+        return left or right
     if node.op == "or":
         only = None if left.only is None or right.only is None else left.only | right.only
         return Labels(only, left.dropped & right.dropped, left.certain & right.certain)
@@ -364,9 +357,11 @@ def output_labels(node: Node) -> Labels:
     return left
 
 
-def _call_labels(node: Call) -> Labels:
+def _call_labels(node: Call) -> Labels | None:
     f = node.func
-    if f in _NO_LABEL_FUNCS or node.returns != "vector":
+    if node.returns != "vector":
+        return None
+    if f in _NO_LABEL_FUNCS:
         return NO_LABELS
     if f in ("absent", "absent_over_time"):
         arg = node.args[0] if node.args else None
@@ -374,10 +369,9 @@ def _call_labels(node: Call) -> Labels:
             names = frozenset(m.name for m in arg.matchers if m.op == "=" and m.name != "__name__")
             return Labels(names, frozenset(), names)
         return NO_LABELS
-    source = next((a for a in node.args if value_type(a) in ("vector", "matrix")), None)
-    if source is None:
+    result = next((r for a in node.args if (r := _labels_of(a)) is not None), None)
+    if result is None:
         return NO_LABELS
-    result = output_labels(source)
     if f == "histogram_quantile":
         result = result.remove(frozenset(("le",)))
     elif f in ("label_replace", "label_join") and len(node.args) > 1:

@@ -23,7 +23,7 @@ from typing import Any
 
 from enricher.lint.config import Config
 from enricher.lint.model import Finding, Rule
-from enricher.lint.promql import Node, Sel, walk
+from enricher.lint.promql import Sel
 
 MODULES = (
     "syntax",
@@ -56,9 +56,17 @@ class Expanded:
 
     selectors: list[Sel] = field(default_factory=list)  # raw series, not recorded ones
     functions: set[str] = field(default_factory=set)
-    nodes: list[Node] = field(default_factory=list)  # every node of every expression followed
     records: list[str] = field(default_factory=list)  # recording rules followed, by name
     unresolved: list[str] = field(default_factory=list)  # `a:b:c` names not in the files
+
+    def merge(self, other: Expanded) -> None:
+        self.selectors.extend(s for s in other.selectors if s not in self.selectors)
+        self.functions |= other.functions
+        self.records.extend(r for r in other.records if r not in self.records)
+        self.unresolved.extend(u for u in other.unresolved if u not in self.unresolved)
+
+
+_IN_PROGRESS = Expanded()
 
 
 @dataclass(slots=True)
@@ -67,8 +75,10 @@ class Context:
     rules: list[Rule]
     prometheus: Any = None  # enricher.lint.live.Live, only with --prometheus
     records: dict[str, list[Rule]] = field(default_factory=dict)
-    _expanded: dict[int, Expanded] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # per-check memo (e.g. duplicates index)
+    _expanded: dict[int, Expanded] = field(default_factory=dict)
+    _pinned: dict[int, dict[str, str]] = field(default_factory=dict)
+    _pin_index: dict[tuple[str, str], dict[str | None, list[Rule]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for rule in self.rules:
@@ -82,37 +92,74 @@ class Context:
         return rule.labels.get("severity", "") in self.config.page_severities
 
     def recorded(self, name: str | None) -> list[Rule]:
+        """Recording rules in the linted files that record `name`."""
         return self.records.get(name, []) if name else []
 
+    def sources(self, sel: Sel) -> list[Rule]:
+        """The recording rules that can produce the series `sel` selects.
+
+        One name is often recorded once per service (`service="a"`, `service="b"`, ...): a
+        selector's `label="value"` matchers rule out the recordings that pin another value.
+        """
+        rules = self.recorded(sel.name)
+        if len(rules) < 2:
+            return rules
+        wanted = [(m.name, m.value) for m in sel.matchers if m.op == "=" and m.name != "__name__"]
+        if not wanted:
+            return rules
+        label, value = wanted[0]
+        index = self._pin_index.get((sel.name, label))  # type: ignore[arg-type]
+        if index is None:
+            index = {}
+            for r in rules:
+                index.setdefault(self._pins(r).get(label), []).append(r)
+            self._pin_index[(sel.name, label)] = index  # type: ignore[index]
+        found = index.get(value, []) + index.get(None, [])
+        if len(wanted) > 1:
+            found = [r for r in found if all(self._pins(r).get(k, v) == v for k, v in wanted)]
+        return found
+
+    def _pins(self, rule: Rule) -> dict[str, str]:
+        """Label values every series of a recording rule carries (static labels, kept matchers)."""
+        pins = self._pinned.get(id(rule))
+        if pins is None:
+            pins = {}
+            q = rule.query
+            if q is not None:
+                conflicting = set()
+                for sel in q.selectors:
+                    for m in sel.matchers:
+                        if m.op != "=" or m.name == "__name__" or not q.labels.may_have(m.name):
+                            continue
+                        if pins.setdefault(m.name, m.value) != m.value:
+                            conflicting.add(m.name)
+                for name in conflicting:
+                    del pins[name]
+            pins.update(rule.labels)
+            self._pinned[id(rule)] = pins
+        return pins
+
     def expand(self, rule: Rule) -> Expanded:
-        """Follow recording rules back to raw series, once per rule."""
+        """Follow recording rules back to raw series; memoised per rule, cycles cut."""
         key = id(rule)
         cached = self._expanded.get(key)
-        if cached is None:
-            cached = Expanded()
-            if rule.query is not None:
-                self._follow(rule.query.root, cached, set(), 0)
-            self._expanded[key] = cached
-        return cached
-
-    def _follow(self, root: Node, out: Expanded, seen: set[str], depth: int) -> None:
-        for node in walk(root):
-            out.nodes.append(node)
-            if not isinstance(node, Sel):
-                if hasattr(node, "func"):
-                    out.functions.add(node.func)  # type: ignore[union-attr]
-                continue
-            sources = self.recorded(node.name)
-            if not sources:
-                if node.name and ":" in node.name:
-                    out.unresolved.append(node.name)
-                else:
+        if cached is not None:
+            return cached
+        self._expanded[key] = _IN_PROGRESS
+        out = Expanded()
+        if rule.query is not None:
+            out.functions |= rule.query.functions()
+            for node in rule.query.selectors:
+                sources = self.sources(node) or self.recorded(node.name)
+                if sources:
+                    if node.name not in out.records:
+                        out.records.append(node.name)  # type: ignore[arg-type]
+                    for source in sources:
+                        out.merge(self.expand(source))
+                elif node.name and ":" in node.name:
+                    if node.name not in out.unresolved:
+                        out.unresolved.append(node.name)
+                elif node not in out.selectors:
                     out.selectors.append(node)
-                continue
-            if node.name in seen or depth > 20:
-                continue
-            seen.add(node.name)  # type: ignore[arg-type]
-            out.records.append(node.name)  # type: ignore[arg-type]
-            for source in sources:
-                if source.query is not None:
-                    self._follow(source.query.root, out, seen, depth + 1)
+        self._expanded[key] = out
+        return out

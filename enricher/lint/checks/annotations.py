@@ -49,6 +49,7 @@ OPTIONS: dict[str, object] = {
 NEEDS_PROMETHEUS = False
 
 _ACTION = re.compile(r"\{\{.*?\}\}", re.S)
+_SPACE = re.compile(r"\s")
 _INDEX_PAGES = frozenset(
     [
         "index",
@@ -109,7 +110,7 @@ def _url(rule: Rule, key: str, text: str) -> tuple[Finding | None, object]:
         return None, None  # e.g. `{{ $externalURL }}/...`: cannot judge offline
     probe = _ACTION.sub("TEMPLATE", text)
     parts = urlsplit(probe)
-    if parts.scheme in ("http", "https") and parts.netloc and not any(c.isspace() for c in probe):
+    if parts.scheme in ("http", "https") and parts.netloc and not _SPACE.search(probe):
         return None, parts
     return (
         rule.finding(

@@ -131,17 +131,19 @@ def _not_a_counter(rule: Rule, func: str, sel: Sel, ctx: Context) -> list[Findin
     name = sel.name
     if not name:
         return []
-    sources = ctx.recorded(name)
+    sources = ctx.sources(sel) or ctx.recorded(name)
     if sources:
-        recorded = [s for s in sources if s.query and s.query.functions() & _RATE_LIKE]
-        if not recorded:
+        rated = next(
+            (fs for s in sources if s.query and (fs := s.query.functions() & _RATE_LIKE)), None
+        )
+        if not rated:
             return []
         return [
             rule.finding(
                 ID,
                 SEVERITY,
                 f"{func}() over `{name}`, a recording rule that already records "
-                f"{', '.join(sorted(recorded[0].query.functions() & _RATE_LIKE))}()",  # type: ignore[union-attr]
+                f"{', '.join(sorted(rated))}()",
                 "use the recorded value directly, or record the raw counter",
                 rule.expr_line,
             )
@@ -184,8 +186,9 @@ def _quantile_without_le(rule: Rule, arg: Node) -> list[Finding]:
 
 
 def _comparison(rule: Rule, ctx: Context) -> list[Finding]:
-    root = rule.query.root  # type: ignore[union-attr]
-    if not any(isinstance(n, Sel) for n in walk(root)):
+    assert rule.query is not None
+    root = rule.query.root
+    if not rule.query.selectors:
         return []  # `vector(1)`: a deliberate always-firing heartbeat (Watchdog)
     if _filters(root, ctx, set()):
         return []
@@ -231,7 +234,7 @@ def _filters(node: Node, ctx: Context, seen: set[str]) -> bool:
         name = node.name
         if name is None or name in _ALWAYS_FILTERED:
             return True
-        sources = ctx.recorded(name)
+        sources = ctx.sources(node) or ctx.recorded(name)
         if sources:
             if name in seen:
                 return True
