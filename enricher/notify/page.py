@@ -90,7 +90,8 @@ def build_page(
     if msg.status == "resolved":
         title = f"[RESOLVED] {name}" + (f" - {summary}" if summary else "")
     listed = msg.alerts[:MAX_LISTED_ALERTS]
-    return Page(
+    # Every value below comes from the validated message or from us: construct, don't re-check.
+    return Page.model_construct(
         id=page_id,
         status=msg.status,
         title=clip(title, 300),
@@ -101,7 +102,7 @@ def build_page(
         labels=_clip_map(labels),
         annotations=_clip_map(annotations),
         alerts=[
-            PageAlert(
+            PageAlert.model_construct(
                 status=a.status,
                 labels=_clip_map(a.labels),
                 annotations=_clip_map(a.annotations),
@@ -123,6 +124,8 @@ def build_page(
         dashboard_url=annotations.get("dashboard_url") or first.annotations.get("dashboard_url"),
         external_url=msg.externalURL,
         resolves=resolves,
+        resolved_at=None,
+        resolved_by=None,
         evidence=evidence,
         analysis=analysis,
     )
