@@ -20,11 +20,13 @@ from aiohttp import web
 
 from enricher import logs
 from enricher.config import Config
-from enricher.intake.deploys import DeployIntake
+from enricher.intake.deploys import DeployIntake, StoredDeploys
 from enricher.intake.handler import Intake
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
 from enricher.notify.base import Notifier
+from enricher.pipeline.gather import Gatherer as EvidenceGatherer
+from enricher.pipeline.gather import StageGatherer
 from enricher.pipeline.stages import Analyser, Gatherer
 from enricher.pipeline.worker import Pipeline
 from enricher.store import make_store
@@ -50,6 +52,10 @@ class Service:
         self.metrics = Metrics()
         self.store: SQLiteStore = make_store(config)
         self.notifiers = notifiers if notifiers is not None else build_notifiers(config.notifiers)
+        self.evidence: EvidenceGatherer | None = None
+        if gatherer is None and config.sources.any_configured:
+            self.evidence = EvidenceGatherer(config.sources, deploys=StoredDeploys(self.store))
+            gatherer = StageGatherer(self.evidence)
         self.pipeline = Pipeline(
             self.store, config, self.notifiers, self.metrics, gatherer, analyser
         )
@@ -60,6 +66,8 @@ class Service:
 
     async def start(self) -> None:
         await self.store.open()
+        if self.evidence is not None:
+            await self.evidence.start()
         await self.pipeline.start()
 
     async def stop(self) -> None:
@@ -72,6 +80,8 @@ class Service:
         for n in self.notifiers:
             with contextlib.suppress(Exception):
                 await n.close()
+        if self.evidence is not None:
+            await self.evidence.close()
         await self.store.close()
 
 

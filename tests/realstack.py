@@ -301,6 +301,9 @@ class Enricher(_Process):
     def pages(self) -> list[dict[str, Any]]:
         return list(http_get(f"{self.url}/api/v1/pages")["pages"])
 
+    def get(self, path: str) -> Any:
+        return http_get(f"{self.url}{path}")
+
 
 @contextlib.contextmanager
 def running(*procs: _Process) -> Iterator[None]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 
 # A 10,000-alert group still makes a readable page: the rest are counted, not listed.
@@ -58,7 +59,7 @@ class Page(BaseModel):
     resolves: int | None = None
     resolved_at: datetime | None = None
     resolved_by: int | None = None
-    evidence: dict[str, Any] | None = None
+    evidence: EvidenceBundle | None = None
     analysis: dict[str, Any] | None = None
 
 
@@ -75,7 +76,7 @@ def build_page(
     deadline: float,
     reasons: list[str],
     resolves: int | None = None,
-    evidence: dict[str, Any] | None = None,
+    evidence: EvidenceBundle | None = None,
     analysis: dict[str, Any] | None = None,
 ) -> Page:
     first = msg.alerts[0]

@@ -38,6 +38,7 @@ from enricher.bundle.model import (
     Source,
 )
 from enricher.intake.webhook import Alert, WebhookMessage
+from enricher.pipeline.stages import GatherInput, GatherOutput
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import (
     DeploySource,
@@ -69,9 +70,12 @@ _RESERVE_FRACTION = 0.1
 _RESERVE_MAX = 0.3
 
 
+NOT_CONFIGURED = "not configured"
+
+
 def _reason(exc: BackendError) -> str:
     return {
-        "not_configured": "not configured",
+        "not_configured": NOT_CONFIGURED,
         "timeout": f"timed out ({exc.detail})",
         "unavailable": f"unreachable ({exc.detail})",
         "bad_request": f"rejected the query ({exc.detail})",
@@ -316,7 +320,7 @@ class Gatherer:
             ("deploy annotations and Explore links", "grafana", self.grafana.configured),
         ):
             if not configured:
-                run.miss(what, source, "not configured")  # type: ignore[arg-type]
+                run.miss(what, source, NOT_CONFIGURED)  # type: ignore[arg-type]
         jobs: list[Coroutine[Any, Any, None]] = [self._chain(run, message)]
         if ev.service:
             jobs += [
@@ -684,10 +688,14 @@ class StageGatherer:
     def __init__(self, gatherer: Gatherer) -> None:
         self.gatherer = gatherer
 
-    async def gather(self, inp: Any) -> Any:
-        from enricher.pipeline.stages import GatherOutput
-
+    async def gather(self, inp: GatherInput) -> GatherOutput:
         budget = max(0.0, inp.budget_s - max(0.05, 0.05 * inp.budget_s))
         received = datetime.fromtimestamp(inp.received_at, UTC)
         bundle = await self.gatherer.gather(inp.message, received, budget)
-        return GatherOutput(bundle=bundle.model_dump(mode="json"), reasons=bundle.missing_reasons())
+        # A backend left unconfigured is the operator's choice, not a degraded page.
+        reasons = [
+            f"{m.source}: {m.what}: {m.reason}"
+            for m in bundle.missing
+            if m.reason != NOT_CONFIGURED
+        ]
+        return GatherOutput(bundle=bundle, reasons=reasons)

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
+from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
 
@@ -34,15 +35,13 @@ class GatherInput(BaseModel):
 
 
 class GatherOutput(BaseModel):
-    """The evidence bundle as JSON-ready data (its schema is owned by `enricher.bundle`)."""
-
-    bundle: dict[str, Any] | None = None
+    bundle: EvidenceBundle | None = None
     reasons: list[str] = Field(default_factory=list)
 
 
 class AnalyseInput(BaseModel):
     message: WebhookMessage
-    bundle: dict[str, Any] | None = None
+    bundle: EvidenceBundle | None = None
     budget_s: float
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -24,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from enricher import logs
+from enricher.bundle.model import EvidenceBundle
 from enricher.config import Config
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
@@ -206,7 +206,7 @@ class Pipeline:
 
     async def _build(self, job: Job, msg: WebhookMessage) -> Page:
         reasons: list[str] = []
-        bundle: dict[str, Any] | None = None
+        bundle: EvidenceBundle | None = None
         analysis: dict[str, Any] | None = None
         resolves: int | None = None
         timeouts = self.pc.timeouts
@@ -218,7 +218,7 @@ class Pipeline:
                 log.info("resolution with no firing page on record; paging it as is")
         elif job.state == JobState.ANALYSING and job.bundle:
             # Resumed after a restart: the evidence was already gathered and stored.
-            bundle = json.loads(job.bundle)
+            bundle = EvidenceBundle.model_validate_json(job.bundle)
         else:
             budget = job.deadline - time.time() - self.pc.delivery_reserve
             gathered, why = await run_stage(
@@ -241,7 +241,7 @@ class Pipeline:
                 reasons.extend(gathered.reasons)
             if bundle is not None:  # keep it, so a restart does not gather twice
                 await self.store.set_state(
-                    job.id, self.owner, JobState.ANALYSING, bundle=json.dumps(bundle, default=str)
+                    job.id, self.owner, JobState.ANALYSING, bundle=bundle.model_dump_json()
                 )
         if msg.status == "firing":
             budget = job.deadline - time.time() - self.pc.delivery_reserve

@@ -102,6 +102,13 @@ class SourcesConfig(_Model):
     loki: LokiSourceConfig = Field(default_factory=LokiSourceConfig)
     grafana: GrafanaSourceConfig = Field(default_factory=GrafanaSourceConfig)
 
+    @property
+    def any_configured(self) -> bool:
+        """With no backend at all there is nothing to gather: pages carry the alert alone."""
+        return any(
+            b.url is not None for b in (self.prometheus, self.tempo, self.loki, self.grafana)
+        )
+
     # Identical backend answers are reused for this long; an alert storm of one incident then
     # costs a handful of backend requests instead of one set per alert.
     cache_ttl: Seconds = 30.0

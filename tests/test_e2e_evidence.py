@@ -1,0 +1,239 @@
+"""The whole evidence chain on real components: a service's exporter -> real Prometheus (exemplar
+storage) -> rule fires -> real Alertmanager -> enricher -> exemplars from Prometheus -> trace
+from Tempo -> logs from Loki -> deploy context -> the stored page and its bundle.
+
+Tempo, Loki and Grafana are the doubles held to the recorded answers by the contract tests.
+They are loaded with the incident recorded on a real stack, moved to the present so that it
+falls inside the alert's window.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.doubles.exporter import Exporter
+from tests.doubles.grafana import GrafanaDouble
+from tests.doubles.loki import LokiDouble
+from tests.doubles.tempo import TempoDouble
+from tests.evidence.conftest import fixture_json
+from tests.evidence.test_contract import otlp_from_tempo
+from tests.realstack import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    Alertmanager,
+    Enricher,
+    Prometheus,
+    free_port,
+    have,
+    http_post,
+    running,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (have(PROMETHEUS) and have(ALERTMANAGER)),
+        reason="needs Debian's prometheus and prometheus-alertmanager (see .ci/run)",
+    ),
+]
+
+FAILING = "b22fc2a2caac4451e1a7afb90ea05a3b"  # the recorded failing request
+HEALTHY = ["1" * 32, "2" * 32]
+
+RULES = """
+groups:
+  - name: checkout
+    rules:
+      - alert: CheckoutHighErrorRate
+        expr: |
+          sum(rate(http_requests_total{service="checkout",status=~"5.."}[1m]))
+          /
+          sum(rate(http_requests_total{service="checkout"}[1m])) > 0.05
+        labels: {severity: critical, team: payments, service: checkout}
+        annotations:
+          summary: Checkout 5xx rate is above 5%
+          runbook_url: https://runbooks.example.com/payments/checkout-5xx
+          dashboard_url: https://grafana.example.com/d/checkout?var-service=checkout
+"""
+
+
+def _shift_trace(otlp: dict[str, Any], delta_ns: int) -> dict[str, Any]:
+    out = copy.deepcopy(otlp)
+    for rs in out["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                for key in ("startTimeUnixNano", "endTimeUnixNano"):
+                    sp[key] = str(int(sp[key]) + delta_ns)
+                for ev in sp.get("events", []):
+                    ev["timeUnixNano"] = str(int(ev["timeUnixNano"]) + delta_ns)
+    return out
+
+
+def _healthy_variant(otlp: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    """The same route served well: every span fast and without error, its own ids."""
+    out = copy.deepcopy(otlp)
+    for rs in out["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                sp["traceId"] = trace_id
+                sp["spanId"] = trace_id[:8] + sp["spanId"][8:]
+                if sp.get("parentSpanId"):
+                    sp["parentSpanId"] = trace_id[:8] + sp["parentSpanId"][8:]
+                start = int(sp["startTimeUnixNano"])
+                sp["endTimeUnixNano"] = str(start + 20_000_000)
+                sp["status"] = {}
+                sp["events"] = []
+    return out
+
+
+def _recorded_logs(delta_ns: int) -> dict[str, Any]:
+    streams = []
+    for name in ("loki-by-trace-structured-metadata.json", "loki-service-errors.json"):
+        for s in fixture_json(name)["data"]["result"]:
+            labels = {k: v for k, v in s["stream"].items() if k in ("env", "service_name")}
+            meta = {k: s["stream"][k] for k in ("trace_id", "span_id") if k in s["stream"]}
+            streams.append(
+                {
+                    "stream": labels,
+                    "values": [[str(int(ts) + delta_ns), line, meta] for ts, line in s["values"]],
+                }
+            )
+    return {"streams": streams}
+
+
+class Traffic:
+    """Checkout requests, most of them failing, each exemplar carrying its trace id."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            self.exporter.request("checkout", "504", 1.42, FAILING)
+            self.exporter.request("checkout", "200", 0.03, HEALTHY[n % 2])
+            n += 1
+            self.stop.wait(0.2)
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Enricher]:
+    root: Path = tmp_path_factory.mktemp("evidence-e2e")
+    recorded = otlp_from_tempo(fixture_json("tempo-trace-v2.json"))
+    first_ns = min(
+        int(sp["startTimeUnixNano"])
+        for rs in recorded["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for sp in ss["spans"]
+    )
+    delta_ns = time.time_ns() - 5_000_000_000 - first_ns  # the request happened 5 s ago
+    tempo, loki, grafana = TempoDouble(), LokiDouble(), GrafanaDouble()
+    for d in (tempo, loki, grafana):
+        d.start_in_thread()
+    tempo.ingest(_shift_trace(recorded, delta_ns))
+    for tid in HEALTHY:
+        tempo.ingest(_healthy_variant(_shift_trace(recorded, delta_ns + 1_000_000_000), tid))
+    loki.push(_recorded_logs(delta_ns))
+
+    exporter = Exporter()
+    exporter_port = free_port()
+    exporter.start(exporter_port)
+    traffic = Traffic(exporter)
+    traffic.thread.start()
+
+    port = free_port()
+    enricher = Enricher(
+        root / "enricher",
+        port=port,
+        config={
+            "sources": {
+                "tempo": {"url": tempo.url},
+                "loki": {"url": loki.url},
+                "grafana": {"url": grafana.url},
+            }
+        },
+    )
+    am = Alertmanager(root / "am", webhook_url=f"http://127.0.0.1:{port}/api/v1/alerts")
+    prom = Prometheus(
+        root / "prom",
+        rules_yaml=RULES,
+        scrape_targets=[f"127.0.0.1:{exporter_port}"],
+        alertmanager_url=am.url,
+    )
+    try:
+        with prom:
+            # The enricher must know the real Prometheus, which exists only now.
+            enricher.config_path.write_text(  # type: ignore[union-attr]
+                enricher.config_path.read_text()  # type: ignore[union-attr]
+                + f"  prometheus:\n    url: {prom.url}\n"
+            )
+            with running(enricher, am):
+                # CI reported the deploy of 2.4.1 four minutes before the errors began.
+                deployed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 240))
+                event = {
+                    "service": "checkout",
+                    "version": "2.4.1",
+                    "commit": "7a3f9c2",
+                    "environment": "prod",
+                    "time": deployed,
+                }
+                status, _ = http_post(f"{enricher.url}/api/v1/deploys", json.dumps(event).encode())
+                assert status == 201
+                yield enricher
+            assert "Traceback" not in enricher.log(), enricher.log()[-3000:]
+    finally:
+        traffic.stop.set()
+        exporter.stop()
+        for d in (tempo, loki, grafana):
+            d.stop_thread()
+
+
+def _page(enricher: Enricher) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        for p in enricher.pages():
+            if p["labels"].get("alertname") == "CheckoutHighErrorRate":
+                return p
+        return None
+
+    summary = wait_until(found, 90, 0.5, "the CheckoutHighErrorRate page")
+    return dict(enricher.get(f"/api/v1/pages/{summary['id']}"))
+
+
+def test_page_names_the_culprit_span_log_line_and_deploy(incident: Enricher) -> None:
+    page = _page(incident)
+    bundle = page["evidence"]
+    assert bundle is not None, page
+    culprit = bundle["culprit"]
+    assert culprit["service"] == "db-primary", bundle
+    assert culprit["operation"].startswith("SELECT orders")
+    assert culprit["trace_id"] == FAILING
+    assert 1100 <= culprit["duration_ms"] <= 1300
+    assert culprit["key_attributes"]["db.rows_affected"] == 1110482
+    assert culprit["key_attributes"]["feature_flag.new_checkout"] is True
+    assert culprit["contrast"].startswith("error in 1/1 failing traces, 0/2 healthy")
+
+    lines = [i["log"]["line"] for i in bundle["items"] if i.get("log")]
+    assert any("slow query: seq scan on orders (1.1M rows), index not used" in ln for ln in lines)
+
+    deploy = bundle["deploy"]
+    assert (deploy["current_version"], deploy["current_commit"]) == ("2.4.1", "7a3f9c2")
+    assert deploy["deploy_time_source"] == "ci_event"
+    assert 3 <= deploy["minutes_before_alert"] <= 6
+
+    kinds = {link["kind"]: link["url"] for link in bundle["links"]}
+    assert FAILING in kinds["tempo_trace"] and FAILING in kinds["grafana_trace"]
+    assert "grafana_logs" in kinds
+    assert kinds["runbook"] == "https://runbooks.example.com/payments/checkout-5xx"
+    assert page["paged_at"] <= page["deadline"]
+    assert page["degraded"] is False, page["reasons"]
