@@ -55,8 +55,12 @@ def test_error_rate_page_on_counters_is_fine() -> None:
 
 
 def test_error_rate_page_on_a_gauge_is_reported() -> None:
-    found = exemplars(rule(expr='checkout_error_ratio{service="checkout"} > 0.05'))
+    found = exemplars(rule(expr='http_requests_error_ratio{service="checkout"} > 0.05'))
     assert len(found) == 1 and "error-rate alert reads gauge" in found[0].message
+
+
+def test_hardware_error_gauge_is_not_a_request_error_rate() -> None:
+    assert exemplars(rule(expr="node_filesystem_device_error == 1")) == []
 
 
 def test_recorded_quantile_is_followed_back_to_the_histogram() -> None:

@@ -22,6 +22,7 @@ def symptom(*rules: dict) -> list[str]:
         ('up{job="checkout"} == 0', "scrape target down"),
         ("increase(kube_pod_container_status_restarts_total[15m]) > 3", "restarts"),
         ("checkout_queue_length > 100", "queue length"),
+        ("node_filesystem_device_error == 1", "disk"),
     ],
 )
 def test_cause_at_page_severity_is_reported_with_the_reason(expr: str, cause: str) -> None:

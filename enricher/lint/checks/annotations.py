@@ -184,8 +184,8 @@ def _template_labels(rule: Rule) -> list[Finding]:
             if t.error:
                 continue
             for ref in t.label_refs:
-                if ref in t.guarded or labels.may_have(ref):
-                    continue
+                if ref in t.guarded or ref == "alertname" or labels.may_have(ref):
+                    continue  # alertname: Prometheus versions differ, do not guess
                 if labels.only is not None:
                     kept = ", ".join(f"`{x}`" for x in sorted(labels.only)) or "no labels"
                     why = f"the query only keeps {kept}"

@@ -40,7 +40,7 @@ NEEDS_PROMETHEUS = False
 
 _LATENCY = re.compile(r"latency|duration|response_time|request_time")
 _TIMED = re.compile(r"latency|duration|response_time|request_time|_seconds$|_milliseconds$|_ms$")
-_ERRORS = re.compile(r"error|fail|5xx|exception")
+_ERRORS = re.compile(r"(request|http|grpc|rpc|response|call).*(error|fail|5xx)|5xx")
 _COUNTER_SUFFIX = ("_total", "_count", "_sum", "_bucket")
 _RATE_FUNCS = frozenset(("rate", "irate", "increase", "resets", "changes"))
 _STATUS_LABELS = frozenset(("status", "code", "status_code", "response_code", "http_status"))
