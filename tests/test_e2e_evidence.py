@@ -237,3 +237,13 @@ def test_page_names_the_culprit_span_log_line_and_deploy(incident: Enricher) -> 
     assert kinds["runbook"] == "https://runbooks.example.com/payments/checkout-5xx"
     assert page["paged_at"] <= page["deadline"]
     assert page["degraded"] is False, page["reasons"]
+
+
+def test_the_log_pager_line_carries_the_evidence(incident: Enricher) -> None:
+    page = _page(incident)
+    lines = [json.loads(x) for x in incident.log().splitlines() if '"enricher.page"' in x]
+    line = next(x for x in lines if x.get("page_id") == page["id"])
+    assert line["suspect"].startswith("db-primary SELECT orders 1210 ms (error)")
+    assert "slow query: seq scan on orders" in line["log"]
+    assert "2.4.1" in line["deploy"] and "7a3f9c2" in line["deploy"]
+    assert "b22fc2a2caac4451e1a7afb90ea05a3b" in line["links"]["tempo_trace"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from enricher.notify.page import Page
+from enricher.notify.page import Page, evidence_summary
 
 log = logging.getLogger("enricher.page")
 
@@ -25,6 +25,7 @@ class LogNotifier:
                 "reasons": page.reasons,
                 "runbook_url": page.runbook_url,
                 "resolves": page.resolves,
+                **evidence_summary(page),
             },
         )
 

@@ -130,3 +130,30 @@ def build_page(
         evidence=evidence,
         analysis=analysis,
     )
+
+
+def evidence_summary(page: Page) -> dict[str, Any]:
+    """The few lines of evidence a person reads first, for notifiers with little room."""
+    b = page.evidence
+    if b is None:
+        return {}
+    out: dict[str, Any] = {}
+    if b.culprit is not None:
+        c = b.culprit
+        out["suspect"] = f"{c.service} {c.operation} {c.duration_ms:.0f} ms ({c.status})" + (
+            f"; {c.contrast}" if c.contrast else ""
+        )
+        if c.key_attributes:
+            out["suspect_attributes"] = {k: c.key_attributes[k] for k in list(c.key_attributes)[:6]}
+        for item_id in c.log_item_ids[:1]:
+            item = b.item(item_id)
+            if item is not None and item.log is not None:
+                out["log"] = clip(item.log.line, 300)
+    if b.deploy is not None and b.deploy.summary:
+        out["deploy"] = b.deploy.summary
+    links = {link.kind: link.url for link in b.links}
+    if links:
+        out["links"] = links
+    if b.missing:
+        out["missing"] = [f"{m.source}: {m.what}: {m.reason}" for m in b.missing][:5]
+    return out
