@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -31,6 +32,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 def have(binary: str) -> bool:
     return os.path.exists(binary) and os.access(binary, os.X_OK)
+
+
+# For tests that run Prometheus and Alertmanager: marked `e2e`, skipped with the reason where
+# the Debian packages are missing (CI installs them; see .ci/run).
+REAL_STACK = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (have(PROMETHEUS) and have(ALERTMANAGER)),
+        reason="needs Debian's prometheus and prometheus-alertmanager (see .ci/run)",
+    ),
+]
 
 
 def free_port() -> int:

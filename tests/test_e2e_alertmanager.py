@@ -10,24 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.realstack import (
-    ALERTMANAGER,
-    PROMETHEUS,
+    REAL_STACK,
     Alertmanager,
     Enricher,
     Prometheus,
     free_port,
-    have,
     running,
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not (have(PROMETHEUS) and have(ALERTMANAGER)),
-        reason="needs Debian's prometheus and prometheus-alertmanager (see .ci/run)",
-    ),
-]
+pytestmark = REAL_STACK
 
 TOKEN = "e2e-token-0123456789"
 SHORT_LIVED_S = 8

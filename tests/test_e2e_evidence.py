@@ -26,25 +26,17 @@ from tests.doubles.tempo import TempoDouble
 from tests.evidence.conftest import fixture_json
 from tests.evidence.test_contract import otlp_from_tempo
 from tests.realstack import (
-    ALERTMANAGER,
-    PROMETHEUS,
+    REAL_STACK,
     Alertmanager,
     Enricher,
     Prometheus,
     free_port,
-    have,
     http_post,
     running,
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not (have(PROMETHEUS) and have(ALERTMANAGER)),
-        reason="needs Debian's prometheus and prometheus-alertmanager (see .ci/run)",
-    ),
-]
+pytestmark = REAL_STACK
 
 FAILING = "b22fc2a2caac4451e1a7afb90ea05a3b"  # the recorded failing request
 HEALTHY = ["1" * 32, "2" * 32]
