@@ -136,8 +136,10 @@ def _exemplars(rule: Rule, ctx: Context, live: Live) -> list[Finding]:
     if not ctx.is_page(rule):
         return []
     candidates = [
-        s for s in ctx.expand(rule).selectors if _raw(s, ctx) and _TRACEABLE.search(s.name or "")
-    ]
+        s
+        for s in ctx.expand(rule).selectors
+        if _raw(s, ctx) and _TRACEABLE.search(s.name or "") and live.count(s)  # a missing
+    ]  # series is reported once, as missing
     if not candidates:
         return []
     counts = [live.exemplars(s) for s in candidates]
