@@ -35,14 +35,24 @@ def lint(inputs: Inputs, config: Config, prometheus: Any = None) -> list[Finding
                 continue
             check_file = getattr(module, "check_file", None)
             if check_file is not None:
-                findings.extend(_safely(module, check_file, rf, ctx, None))
+                try:
+                    findings.extend(check_file(rf, ctx))
+                except Exception as exc:
+                    findings.append(_internal_error(module, rf, exc))
+        runs = [m for m in checks if m.ID not in rf.disabled]
         for rule in rf.rules:
-            for module in checks:
-                if module.ID in rule.disabled or module.ID in rf.disabled:
+            valid = bool(rule.kind) and rule.query is not None
+            for module in runs:
+                if rule.disabled and module.ID in rule.disabled:
                     continue
-                if module.ID != "syntax" and (not rule.kind or rule.query is None):
+                if not valid and module.ID != "syntax":
                     continue
-                findings.extend(_safely(module, module.check, rule, ctx, rule))
+                try:
+                    found = module.check(rule, ctx)
+                except Exception as exc:  # a bug in one check must not hide the others' findings
+                    found = [_internal_error(module, rule, exc)]
+                if found:
+                    findings.extend(found)
     overrides = {
         m.ID: config.options(m.ID)["severity"] for m in checks if "severity" in config.options(m.ID)
     }
@@ -54,25 +64,18 @@ def lint(inputs: Inputs, config: Config, prometheus: Any = None) -> list[Finding
     return findings
 
 
-def _safely(
-    module: ModuleType, fn: Any, target: Rule | RuleFile, ctx: Context, rule: Rule | None
-) -> list[Finding]:
-    try:
-        return list(fn(target, ctx))
-    except Exception as exc:  # a bug in one check must not hide the others' findings
-        line = rule.line if rule is not None else 1
-        return [
-            Finding(
-                target.path,
-                line,
-                module.ID,
-                Severity.WARNING,
-                f"internal error in check {module.ID}: {type(exc).__name__}: {exc}",
-                f"this is a bug in enricher lint; `# enricher-lint disable {module.ID}` "
-                "silences it for this rule",
-                rule.name if rule is not None else "",
-            )
-        ]
+def _internal_error(module: ModuleType, target: Rule | RuleFile, exc: Exception) -> Finding:
+    rule = target if isinstance(target, Rule) else None
+    return Finding(
+        target.path,
+        rule.line if rule is not None else 1,
+        module.ID,
+        Severity.WARNING,
+        f"internal error in check {module.ID}: {type(exc).__name__}: {exc}",
+        f"this is a bug in enricher lint; `# enricher-lint disable {module.ID}` "
+        "silences it for this rule",
+        rule.name if rule is not None else "",
+    )
 
 
 def _directive_findings(rf: RuleFile, inputs: Inputs, known: set[str]) -> list[Finding]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import promql_parser as _pp
 
@@ -36,8 +36,9 @@ _PRESERVING_AGGS = frozenset(("topk", "bottomk", "limitk", "limit_ratio"))
 _NO_LABEL_FUNCS = frozenset(("vector", "time", "scalar", "pi"))
 
 
-@dataclass(frozen=True, slots=True)
-class Matcher:
+class Matcher(NamedTuple):
+    """One label matcher (a tuple: thousands are built per run, and they never change)."""
+
     name: str
     op: str  # "=", "!=", "=~", "!~"
     value: str
@@ -125,8 +126,7 @@ class Neg:
 Node = Sel | Agg | Bin | Call | Num | Str | Sub | Neg
 
 
-@dataclass(frozen=True, slots=True)
-class Labels:
+class Labels(NamedTuple):
     """Which labels can be on the series an expression returns.
 
     `only is None` means "whatever the selected series carry", minus `dropped`. `certain` holds

@@ -31,8 +31,9 @@ Good:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from enricher.lint.model import Finding, Rule, Severity
 from enricher.lint.templates import parse_template
@@ -104,13 +105,21 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
     return out
 
 
-def _url(rule: Rule, key: str, text: str) -> tuple[Finding | None, object]:
-    """Split `text` as a URL; templated parts stand in as a placeholder."""
-    if text.startswith("{{"):
-        return None, None  # e.g. `{{ $externalURL }}/...`: cannot judge offline
+@lru_cache(maxsize=4096)
+def _split(text: str) -> SplitResult | None:
+    """`text` as URL parts (templated parts stand in as a placeholder); None if not a URL."""
     probe = _ACTION.sub("TEMPLATE", text)
     parts = urlsplit(probe)
     if parts.scheme in ("http", "https") and parts.netloc and not _SPACE.search(probe):
+        return parts
+    return None
+
+
+def _url(rule: Rule, key: str, text: str) -> tuple[Finding | None, SplitResult | None]:
+    if text.startswith("{{"):
+        return None, None  # e.g. `{{ $externalURL }}/...`: cannot judge offline
+    parts = _split(text)
+    if parts is not None:
         return None, parts
     return (
         rule.finding(
@@ -128,9 +137,9 @@ def _runbook(rule: Rule, text: str) -> list[Finding]:
     bad, parts = _url(rule, "runbook_url", text)
     if bad is not None:
         return [bad]
-    if parts is None or "{{" in text or parts.query or parts.fragment:  # type: ignore[attr-defined]
+    if parts is None or "{{" in text or parts.query or parts.fragment:
         return []
-    segments = [s for s in parts.path.split("/") if s]  # type: ignore[attr-defined]
+    segments = [s for s in parts.path.split("/") if s]
     if not segments:
         why = "is a bare domain"
     elif segments[-1].lower() in _INDEX_PAGES:

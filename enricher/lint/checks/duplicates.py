@@ -51,15 +51,13 @@ def _key(rule: Rule) -> tuple:
 
 
 def check(rule: Rule, ctx: Context) -> list[Finding]:
-    index: dict[tuple, Rule] | None = ctx.cache.get(ID)
-    if index is None:
-        index = {}
-        for r in ctx.rules:
-            if r.kind and r.query is not None:
-                index.setdefault(_key(r), r)
-        ctx.cache[ID] = index
-    first = index.get(_key(rule))
-    if first is None or first is rule:
+    first: dict[int, Rule] | None = ctx.cache.get(ID)
+    if first is None:  # once per run: each rule -> the first rule with its key
+        seen: dict[tuple, Rule] = {}
+        first = {id(r): seen.setdefault(_key(r), r) for r in ctx.rules if r.kind and r.query}
+        ctx.cache[ID] = first
+    original = first.get(id(rule))
+    if original is None or original is rule:
         return []
     what = "alert" if rule.is_alert else "recording rule"
     return [
@@ -67,7 +65,7 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
             ID,
             SEVERITY,
             f"{what} {rule.name} with the same labels is already defined at "
-            f"{first.path}:{first.line}",
+            f"{original.path}:{original.line}",
             "give each copy distinct labels (e.g. severity) or delete one",
         )
     ]
