@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable", action="append", default=[], metavar="CHECK", help="run only these")
     p.add_argument("--output", "-o", help="write the report to this file instead of stdout")
     p.add_argument("--list-checks", action="store_true", help="list the checks and exit")
+    p.add_argument("--explain", metavar="CHECK", help="print why a check exists, with examples")
     return p
 
 
@@ -78,6 +79,13 @@ def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int
         return int(exc.code or 0)
     from enricher.lint.checks import load_checks, option_names
 
+    if args.explain:
+        module = next((m for m in load_checks() if args.explain == m.ID), None)
+        if module is None:
+            stderr.write(f"enricher lint: unknown check {args.explain!r}\n")
+            return 2
+        stdout.write((module.__doc__ or "").strip() + "\n")
+        return 0
     if args.list_checks:
         for m in load_checks():
             summary = (m.__doc__ or "").strip().split("\n", 1)[0].split(": ", 1)[-1]

@@ -386,24 +386,3 @@ def unwrap(node: Node) -> Node:
     while isinstance(node, Neg):
         node = node.expr
     return node
-
-
-def constant(node: Node) -> float | None:
-    """The value of a number-only expression (`14.4 * (1 - 0.999)`), if it is one."""
-    if isinstance(node, Num):
-        return node.value
-    if isinstance(node, Neg):
-        v = constant(node.expr)
-        return None if v is None else -v
-    if isinstance(node, Bin) and node.op in ("+", "-", "*", "/"):
-        a, b = constant(node.lhs), constant(node.rhs)
-        if a is None or b is None:
-            return None
-        if node.op == "+":
-            return a + b
-        if node.op == "-":
-            return a - b
-        if node.op == "*":
-            return a * b
-        return a / b if b else None
-    return None

@@ -172,6 +172,14 @@ def test_options_before_the_path_are_accepted_after_a_double_dash() -> None:
     assert code == 0 and json.loads(out)["findings"] == []
 
 
+def test_explain_prints_the_reason_and_examples() -> None:
+    code, out, _ = lint("--explain", "symptom")
+    assert code == 0
+    assert out.startswith("symptom: pages fire on what users feel")
+    assert "Bad:" in out and "Good:" in out
+    assert lint("--explain", "nosuch")[0] == 2
+
+
 def test_list_checks_names_every_check() -> None:
     code, out, _ = lint("--list-checks")
     assert code == 0

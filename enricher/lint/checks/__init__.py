@@ -16,13 +16,12 @@ recording-rule lookups computed once here.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from enricher.lint.config import Config
-from enricher.lint.model import Finding, Rule
+from enricher.lint.model import Rule
 from enricher.lint.promql import Sel
 
 MODULES = (
@@ -45,9 +44,6 @@ def load_checks() -> list[ModuleType]:
 
 def option_names() -> dict[str, frozenset[str]]:
     return {m.ID: frozenset(m.OPTIONS) for m in load_checks()}
-
-
-CheckFn = Callable[[Rule, "Context"], list[Finding]]
 
 
 @dataclass(slots=True)
@@ -84,9 +80,6 @@ class Context:
         for rule in self.rules:
             if rule.is_record and rule.query is not None:
                 self.records.setdefault(rule.name, []).append(rule)
-
-    def options(self, check: ModuleType) -> dict[str, Any]:
-        return {**check.OPTIONS, **self.config.options(check.ID)}
 
     def is_page(self, rule: Rule) -> bool:
         return rule.labels.get("severity", "") in self.config.page_severities
