@@ -242,7 +242,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 def run(config: Config) -> int:
     logs.setup(config.log_level)
     try:
-        asyncio.run(serve(config))
+        # uvloop's C event loop costs about a fifth less CPU per request (bench/intake.py).
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # not built for this platform: the standard loop works the same
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config))
     except StoreError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
