@@ -58,11 +58,14 @@ def main(
     # Composing YAML and converting queries allocate hundreds of thousands of small objects
     # that all live until the end; the cyclic collector would rescan them over and over (it
     # doubled the run time on 5,000 rules). Nothing here builds cycles worth collecting.
-    enabled = gc.isenabled()
+    enabled, limit = gc.isenabled(), sys.getrecursionlimit()
     gc.disable()
+    # Query trees are walked recursively; promql.MAX_NESTING keeps them well inside this.
+    sys.setrecursionlimit(max(limit, 6000))
     try:
         return _main(argv, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     finally:
+        sys.setrecursionlimit(limit)
         if enabled:
             gc.enable()
 

@@ -20,7 +20,7 @@ import yaml
 
 from enricher.lint import promql
 from enricher.lint.durations import parse_duration
-from enricher.lint.model import Problem, Rule, RuleFile
+from enricher.lint.model import Problem, Rule, RuleFile, Severity
 from enricher.lint.templates import parse_template
 
 _NULL = "tag:yaml.org,2002:null"
@@ -84,6 +84,9 @@ RULE_FIELDS = frozenset(
     ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations")
 )
 YAML_SUFFIXES = (".yml", ".yaml")
+# yaml.v3 (Prometheus) stops at 10,000 levels; libyaml's composer crashes not far above that.
+MAX_YAML_DEPTH = 5000
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 @dataclass(slots=True)
@@ -158,6 +161,9 @@ def load_text(
 ) -> tuple[RuleFile | None, list[Directive]]:
     """Parse one file's text. None when a searched (not named) file is not a rule file."""
     rf = RuleFile(path)
+    if _too_deep(text):
+        rf.problems.append(Problem(1, f"YAML is nested more than {MAX_YAML_DEPTH} levels deep"))
+        return rf, []
     try:
         docs = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
@@ -181,6 +187,22 @@ def load_text(
     directives = _directives(text) if "enricher-lint" in text else []
     _apply_directives(rf, directives, text)
     return rf, directives
+
+
+def _too_deep(text: str) -> bool:
+    """Flow collections nested past MAX_YAML_DEPTH (libyaml's composer would overflow the stack).
+
+    Block nesting needs one more space of indentation per level, so only `[`/`{` can go deep
+    in a file of sane size; most files have too few brackets to need the scan.
+    """
+    if text.count("[") + text.count("{") <= MAX_YAML_DEPTH:
+        return False
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_YAML_DEPTH:
+            return True
+    return False
 
 
 def _line(node: yaml.Node) -> int:
@@ -436,6 +458,16 @@ def _rule(node: yaml.MappingNode, path: str, group: str) -> Rule:
             rule.query = promql.parse(rule.expr)
         except ValueError as exc:
             p.append(Problem(rule.expr_line, f"could not parse expression: {exc}"))
+        except (promql.TooComplex, RecursionError) as exc:
+            why = exc if isinstance(exc, promql.TooComplex) else "nested too deeply"
+            p.append(
+                Problem(
+                    rule.expr_line,
+                    f"expression not checked: {why}",
+                    "simplify it or split it into recording rules",
+                    Severity.INFO,
+                )
+            )
     if rule.is_record:
         if not METRIC_NAME.match(record):
             p.append(Problem(rule.keys["record"], f"invalid recording rule name: {record}"))

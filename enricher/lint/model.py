@@ -56,6 +56,7 @@ class Problem:
     line: int
     message: str
     hint: str = ""
+    severity: Severity | None = None  # None: the syntax check's own (error)
 
 
 @dataclass(slots=True, eq=False)

@@ -9,6 +9,7 @@ alerts/template check does), which functions are applied to which ranges.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -194,8 +195,20 @@ class Query:
         return out
 
 
+class TooComplex(Exception):
+    """The expression is nested too deeply to analyse safely (not a PromQL error)."""
+
+
+# promql-parser recurses on the native stack and overflows it (a crash, not an exception)
+# somewhere past 3,000 chained operators; real rules stay far below this.
+MAX_NESTING = 1000
+_NESTING = re.compile(r"\(|\b(?:and|or|unless)\b|[-+*/%^]|[=!<>]=|[<>]")
+
+
 def parse(expr: str) -> Query:
     """Parse `expr`; ValueError carries promql-parser's message when it does not parse."""
+    if len(expr) > MAX_NESTING and len(_NESTING.findall(expr)) > MAX_NESTING:
+        raise TooComplex(f"more than {MAX_NESTING} operators and parentheses")
     selectors: list[Sel] = []
     calls: list[Call] = []
     root = _Converter(selectors, calls).convert(_pp.parse(expr))

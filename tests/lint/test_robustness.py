@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from enricher.lint.checks import labels as labels_check
 from enricher.lint.cli import main
-from tests.lint.conftest import GOOD_ALERT, of, rule, rules_yaml, run_rules
+from tests.lint.conftest import GOOD_ALERT, of, rule, rules_yaml, run, run_rules
 
 VALID = rules_yaml(GOOD_ALERT, {"record": "job:x:rate5m", "expr": "sum(rate(x_total[5m]))"})
 KEYS = [
@@ -116,3 +116,24 @@ def test_binary_and_non_utf8_files_are_findings_not_crashes(tmp_path: Path) -> N
     out, err = io.StringIO(), io.StringIO()
     assert main([str(path)], stdout=out, stderr=err) == 1
     assert "not valid UTF-8" in out.getvalue()
+
+
+def test_absurdly_deep_expression_is_a_note_not_a_crash() -> None:
+    # promql-parser overflows the native stack on a few thousand chained operators.
+    expr = " + ".join(["up"] * 20_000) + " > 1"
+    findings = of(run_rules(rule(expr=expr)), "syntax")
+    assert [(f.severity.label, f.message) for f in findings] == [
+        ("info", "expression not checked: more than 1000 operators and parentheses")
+    ]
+
+
+def test_deep_but_reasonable_expression_is_checked() -> None:
+    expr = " or ".join(f'up{{job="j{i}"}} == 0' for i in range(300))
+    assert of(run_rules(rule(expr=expr, labels={"severity": "warning"})), "syntax") == []
+
+
+def test_deeply_nested_yaml_is_a_finding_not_a_crash() -> None:
+    # libyaml's composer recurses on the native stack; 10^6 brackets would crash it.
+    text = "groups: " + "[" * 1_000_000 + "]" * 1_000_000
+    found = of(run(text), "syntax")
+    assert [f.message for f in found] == ["YAML is nested more than 5000 levels deep"]

@@ -39,23 +39,25 @@ NEEDS_PROMETHEUS = False
 
 
 def check_file(rf: RuleFile, ctx: Context) -> list[Finding]:
+    hint = "promtool check rules rejects this file"
     return [
         Finding(
             rf.path,
             p.line,
             ID,
-            SEVERITY,
+            SEVERITY if p.severity is None else p.severity,
             p.message,
-            p.hint or "promtool check rules rejects this file",
+            p.hint or hint,
         )
         for p in rf.problems
     ]
 
 
 def check(rule: Rule, ctx: Context) -> list[Finding]:
+    hint = "Prometheus will refuse to load this file"
     return [
         rule.finding(
-            ID, SEVERITY, p.message, p.hint or "Prometheus will refuse to load this file", p.line
+            ID, SEVERITY if p.severity is None else p.severity, p.message, p.hint or hint, p.line
         )
         for p in rule.problems
     ]
