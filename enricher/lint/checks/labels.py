@@ -105,10 +105,12 @@ def _service_agrees(rule: Rule) -> list[Finding]:
     ]
 
 
+_ALTERNATIVES = re.compile(r"[\w.\-|]*")
+
+
 def _matches(op: str, pattern: str, value: str) -> bool:
     if op == "=":
         return pattern == value
-    try:
-        return re.fullmatch(pattern, value) is not None
-    except re.error:
-        return True  # an RE2 feature Python lacks: do not guess
+    if not _ALTERNATIVES.fullmatch(pattern):
+        return True  # a real regex: RE2 and Python differ, and some backtrack badly; do not guess
+    return re.fullmatch(pattern, value) is not None

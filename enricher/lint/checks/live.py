@@ -171,7 +171,9 @@ def _template_labels(rule: Rule, present: list[Sel], live: Live) -> list[Finding
         if hasattr(n, "value")
     }
     out = []
-    for key, value in {**rule.labels, **rule.annotations}.items():
+    fields = [(k, v, rule.label_lines) for k, v in rule.labels.items()]
+    fields += [(k, v, rule.annotation_lines) for k, v in rule.annotations.items()]
+    for key, value, lines in fields:
         t = parse_template(value)
         for ref in t.label_refs:
             if ref in t.guarded or ref in made or not q.labels.may_have(ref):
@@ -179,7 +181,7 @@ def _template_labels(rule: Rule, present: list[Sel], live: Live) -> list[Finding
             counts = [live.count(s, Matcher(ref, "!=", "")) for s in present]
             if any(c is None or c > 0 for c in counts):
                 continue
-            line = rule.annotation_lines.get(key) or rule.label_lines.get(key)
+            line = lines.get(key)
             out.append(
                 rule.finding(
                     ID,
