@@ -98,6 +98,8 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
 
 def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
     """None when `root` is not a multi-window burn-rate alert; else what is wrong with it."""
+    if not (isinstance(root, Bin) and root.op in ("and", "or")):
+        return None  # one comparison: not multi-window
     tree = _tree(root)
     if tree is None or isinstance(tree, Term):
         return None
