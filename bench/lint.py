@@ -40,9 +40,10 @@ _RULES = [
           team: {team}
           service: {svc}
         annotations:
-          summary: "{{{{ $labels.service }}}}: {{{{ $value | humanizePercentage }}}} of requests fail"
+          summary: "{{{{ $labels.service }}}}: {{{{ $value | humanizePercentage }}}} fail"
           runbook_url: "https://runbooks.example.com/{team}/{svc}-5xx"
-          dashboard_url: "https://grafana.example.com/d/http?var-service={{{{ $labels.service }}}}\"""",
+          dashboard_url: "https://grafana.example.com/d/http?var-service={{{{ $labels.service }}}}"
+""".rstrip(),
     """      - alert: {Svc}HighLatency{n}
         expr: |
           histogram_quantile(0.99, sum by (le, service) (
