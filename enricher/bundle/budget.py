@@ -4,16 +4,24 @@ Why estimate instead of tokenize: the consumer may be any model; ~4 characters p
 the usual rule for English and JSON, costs nothing, and errs on the generous side for code
 and ids. Items are taken by priority; an item that does not fit is first shrunk (long
 strings cut), then dropped, and the dropped ids are listed so nothing disappears silently.
+
+Why entries: an item's cost and its shrunk form depend only on the item, so they are
+computed at most once per item (`BudgetEntry`). During an alert storm the items of one
+incident are shared by every alert's bundle, and fitting each alert's bundle is then plain
+arithmetic over cached costs instead of re-serialising every item per alert.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from enricher.bundle.model import BudgetInfo, EvidenceBundle, EvidenceItem
 
 CHARS_PER_TOKEN = 4
 _SHRINK_TO = 240
+# Room for the budget numbers, which are filled in after the estimate.
+_SHELL_SLACK = 64
 
 
 def estimate_tokens(text: str) -> int:
@@ -34,27 +42,77 @@ def shrink(item: EvidenceItem, limit: int = _SHRINK_TO) -> EvidenceItem:
     return EvidenceItem.model_validate(_cut(item.model_dump(mode="json"), limit))
 
 
-def apply_budget(bundle: EvidenceBundle, token_budget: int) -> EvidenceBundle:
-    """Keep items in priority order (stable within a priority) while the estimate fits."""
-    items = sorted(enumerate(bundle.items), key=lambda p: (p[1].priority, p[0]))
-    shell = bundle.model_copy(update={"items": [], "budget": BudgetInfo(token_budget=token_budget)})
-    used = estimate_tokens(shell.model_dump_json()) + 64  # room for the budget numbers
-    kept: list[EvidenceItem] = []
+class BudgetEntry:
+    """One item with its token cost and shrunk form, each computed on first use.
+
+    `redacted` and `small_redacted` are slots for the bundle builder's redacted copies, so
+    an entry shared by many bundles is redacted once as well."""
+
+    __slots__ = ("_cost", "_small", "_small_cost", "item", "redacted", "small_redacted")
+
+    def __init__(self, item: EvidenceItem) -> None:
+        self.item = item
+        self._cost: int | None = None
+        self._small: EvidenceItem | None = None
+        self._small_cost: int | None = None
+        self.redacted: EvidenceItem | None = None
+        self.small_redacted: EvidenceItem | None = None
+
+    @property
+    def cost(self) -> int:
+        if self._cost is None:
+            self._cost = estimate_tokens(self.item.model_dump_json()) + 1
+        return self._cost
+
+    @property
+    def small(self) -> EvidenceItem:
+        if self._small is None:
+            self._small = shrink(self.item)
+        return self._small
+
+    @property
+    def small_cost(self) -> int:
+        if self._small_cost is None:
+            self._small_cost = estimate_tokens(self.small.model_dump_json()) + 1
+        return self._small_cost
+
+
+def shell_tokens(shell: EvidenceBundle) -> int:
+    """Tokens of a bundle without its items (and with an empty budget section)."""
+    return estimate_tokens(shell.model_dump_json()) + _SHELL_SLACK
+
+
+def fit(
+    entries: Sequence[BudgetEntry], used: int, token_budget: int
+) -> tuple[list[tuple[BudgetEntry, bool]], BudgetInfo]:
+    """Entries to keep in priority order (stable within a priority), each with whether it is
+    kept shrunk; `used` is what the rest of the bundle already costs."""
+    order = sorted(range(len(entries)), key=lambda i: (entries[i].item.priority, i))
+    kept: list[tuple[BudgetEntry, bool]] = []
     info = BudgetInfo(token_budget=token_budget)
-    for _, item in items:
-        cost = estimate_tokens(item.model_dump_json()) + 1
+    for i in order:
+        e = entries[i]
+        cost = e.cost
+        shrunk = False
         if used + cost > token_budget:
-            small = shrink(item)
-            small_cost = estimate_tokens(small.model_dump_json()) + 1
+            small_cost = e.small_cost
             if used + small_cost > token_budget:
                 info.items_dropped += 1
                 if len(info.dropped_ids) < 50:
-                    info.dropped_ids.append(item.id)
+                    info.dropped_ids.append(e.item.id)
                 continue
-            item, cost = small, small_cost
-            info.shrunk_ids.append(item.id)
-        kept.append(item)
+            cost, shrunk = small_cost, True
+            info.shrunk_ids.append(e.small.id)
+        kept.append((e, shrunk))
         used += cost
     info.items_kept = len(kept)
     info.tokens_estimated = used
-    return bundle.model_copy(update={"items": kept, "budget": info})
+    return kept, info
+
+
+def apply_budget(bundle: EvidenceBundle, token_budget: int) -> EvidenceBundle:
+    """Keep items in priority order (stable within a priority) while the estimate fits."""
+    shell = bundle.model_copy(update={"items": [], "budget": BudgetInfo(token_budget=token_budget)})
+    kept, info = fit([BudgetEntry(i) for i in bundle.items], shell_tokens(shell), token_budget)
+    items = [e.small if shrunk else e.item for e, shrunk in kept]
+    return bundle.model_copy(update={"items": items, "budget": info})

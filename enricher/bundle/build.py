@@ -13,14 +13,16 @@ Priorities (lower = kept first under the token budget):
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
 
 from enricher.analysis.spans import SpanFacts, TraceFindings
-from enricher.bundle.budget import apply_budget
+from enricher.bundle.budget import BudgetEntry, fit, shell_tokens
 from enricher.bundle.model import (
     AlertInfo,
     BudgetInfo,
@@ -32,12 +34,14 @@ from enricher.bundle.model import (
     Missing,
     TraceOverview,
 )
-from enricher.bundle.redact import redact_deep
+from enricher.bundle.redact import redact_deep, redact_text
 from enricher.sources.deploys import DeployContext, DeploySignal
 from enricher.sources.loki import LogQueryResult, ProcessedLogs, process
 from enricher.sources.prometheus import ChosenTrace
 from enricher.sources.promql import AlertQuery
 from enricher.sources.tempo import TraceFetch
+
+M = TypeVar("M", bound=BaseModel)
 
 _KEY_ATTRS = (
     "db.query.text",
@@ -116,8 +120,98 @@ def _logs_for(ev: GatheredEvidence, trace_id: str, max_lines: int) -> ProcessedL
     return p
 
 
-def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) -> EvidenceBundle:
-    """Items with stable ids and priorities, then the budget, then redaction of everything."""
+class BundleCore:
+    """The part of a bundle that depends only on the incident's evidence (findings, chosen
+    traces, their logs, service error lines), not on the alert: every item except the
+    deploy items, the culprit summary, and what building them adds to stats and notes."""
+
+    __slots__ = ("culprit", "entries", "log_lines_in", "note", "refs")
+
+    def __init__(
+        self,
+        entries: list[BudgetEntry],
+        culprit: CulpritSummary | None,
+        log_lines_in: int,
+        note: str | None,
+    ) -> None:
+        self.entries = entries
+        self.culprit = culprit
+        self.log_lines_in = log_lines_in
+        self.note = note
+        self.refs: tuple[Any, ...] = ()
+
+
+class BundleMemo:
+    """Shares bundle work between the alerts of one incident (an alert storm).
+
+    Keys are the identities of the parsed evidence objects, which the HTTP cache, request
+    coalescing and the analysis memo already share between gathers of one incident; each
+    entry keeps its key objects alive so an id cannot be reused while the entry exists.
+    The objects behind a key are treated as read-only, as are the items of built bundles
+    (bundles of one incident share their evidence item objects)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._cores: OrderedDict[Hashable, BundleCore] = OrderedDict()
+        self._deploys: OrderedDict[tuple[int, int], tuple[DeploySignal, BudgetEntry]] = (
+            OrderedDict()
+        )
+        self._parts: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
+        self.core_builds = 0  # for tests: how often the shared part was actually built
+
+    def core(self, ev: GatheredEvidence, max_lines: int) -> BundleCore:
+        key = (
+            id(ev.findings),
+            tuple(id(c) for c in ev.chosen),
+            tuple((tid, f.query) for tid, f in ev.traces.items()),
+            tuple((tid, tuple(id(r) for r in rs)) for tid, rs in ev.trace_logs.items()),
+            id(ev.service_errors),
+            ev.exemplar_query,
+            max_lines,
+        )
+        hit = self._cores.get(key)
+        if hit is not None:
+            self._cores.move_to_end(key)
+            return hit
+        core = _build_core(ev, max_lines)
+        self.core_builds += 1
+        core.refs = (
+            ev.findings,
+            list(ev.chosen),
+            [r for rs in ev.trace_logs.values() for r in rs],
+            ev.service_errors,
+        )
+        self._cores[key] = core
+        while len(self._cores) > self.size:
+            self._cores.popitem(last=False)
+        return core
+
+    def redacted(self, key: Hashable, ref: Any, make: Callable[[], M]) -> M:
+        """A redacted bundle part shared by many bundles (query, culprit, deploy, links)."""
+        hit = self._parts.get(key)
+        if hit is not None:
+            self._parts.move_to_end(key)
+            return hit[1]  # type: ignore[no-any-return]
+        value = make()
+        self._parts[key] = (ref, value)
+        while len(self._parts) > 4 * self.size:
+            self._parts.popitem(last=False)
+        return value
+
+    def deploy_entry(self, n: int, sig: DeploySignal) -> BudgetEntry:
+        key = (n, id(sig))
+        hit = self._deploys.get(key)
+        if hit is not None and hit[0] is sig:
+            self._deploys.move_to_end(key)
+            return hit[1]
+        entry = BudgetEntry(_deploy_item(n, sig))
+        self._deploys[key] = (sig, entry)
+        while len(self._deploys) > 4 * self.size:
+            self._deploys.popitem(last=False)
+        return entry
+
+
+def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
     items: list[EvidenceItem] = []
     used_ids: set[str] = set()
     culprit_summary: CulpritSummary | None = None
@@ -128,6 +222,8 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
     chosen_by_id = {c.trace_id: c for c in ev.chosen}
     log_n = 0
     tpl_n = 0
+    lines_in = 0
+    note: str | None = None
     background = {c.op for c in f.contrasts if c.background} if f is not None else set()
     span_ops: dict[str, str] = {}
     if f is not None:
@@ -285,7 +381,7 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
             others.extend(ev.trace_logs.get(tid) or [])
             continue
         p = _logs_for(ev, tid, max_lines)
-        ev.stats.log_lines_in += p.lines_in
+        lines_in += p.lines_in
         for tpl in p.templates:
             trace_tpl_keys.add(f"{tpl.service}\x00{tpl.template}")
         span_id = culprit.span.span_id if culprit is not None else None
@@ -310,7 +406,7 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
             )
     if others:
         p = process((ln for r in others for ln in r.lines), max_lines)
-        ev.stats.log_lines_in += p.lines_in
+        lines_in += p.lines_in
         q = " ; ".join(dict.fromkeys(r.query for r in others))
         for tpl in p.templates:
             trace_tpl_keys.add(f"{tpl.service}\x00{tpl.template}")
@@ -328,9 +424,9 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
             )
     if ev.service_errors is not None:
         p = process(ev.service_errors.lines, max_lines)
-        ev.stats.log_lines_in += p.lines_in
+        lines_in += p.lines_in
         if ev.service_errors.hit_limit:
-            ev.notes.append(
+            note = (
                 f"service error query hit its limit of {len(ev.service_errors.lines)} lines; "
                 "counts are lower bounds"
             )
@@ -353,40 +449,122 @@ def build_bundle(ev: GatheredEvidence, token_budget: int, max_lines: int = 300) 
     if culprit_summary is not None:
         culprit_summary.log_item_ids = culprit_logs[:10]
 
-    # --- deploys -------------------------------------------------------------------------
+    return BundleCore([BudgetEntry(i) for i in items], culprit_summary, lines_in, note)
+
+
+_DEPLOY_SOURCES: dict[str, Any] = {
+    "trace_resource": "tempo",
+    "build_info": "prometheus",
+    "grafana_annotation": "grafana",
+    "ci_event": "ci",
+}
+
+
+def _deploy_item(n: int, sig: DeploySignal) -> EvidenceItem:
+    return EvidenceItem(
+        id=f"deploy:{sig.source}:{n}",
+        kind="deploy",
+        source=_DEPLOY_SOURCES[sig.source],
+        query=sig.query,
+        priority=1 if n == 1 else 4,
+        summary=f"{sig.source}: {sig.service} {sig.version or ''} "
+        f"{sig.commit or ''} {sig.detail}".strip()[:300],
+        deploy=sig,
+    )
+
+
+def build_bundle(
+    ev: GatheredEvidence,
+    token_budget: int,
+    max_lines: int = 300,
+    memo: BundleMemo | None = None,
+) -> EvidenceBundle:
+    """Items with stable ids and priorities, then the budget, then redaction of everything.
+
+    With a memo, the incident's items (and their costs, shrunk and redacted forms) are
+    built once and shared by every alert of the incident; per alert only the bundle's own
+    fields (alert, deploy, links, missing, notes, stats) are serialised and redacted."""
+    core = memo.core(ev, max_lines) if memo is not None else _build_core(ev, max_lines)
+    ev.stats.log_lines_in += core.log_lines_in
+    if core.note is not None:
+        ev.notes.append(core.note)
+    entries = list(core.entries)
     if ev.deploy is not None:
         for n, sig in enumerate(ev.deploy.signals, 1):
-            items.append(
-                EvidenceItem(
-                    id=f"deploy:{sig.source}:{n}",
-                    kind="deploy",
-                    source={
-                        "trace_resource": "tempo",
-                        "build_info": "prometheus",
-                        "grafana_annotation": "grafana",
-                        "ci_event": "ci",
-                    }[sig.source],
-                    query=sig.query,
-                    priority=1 if n == 1 else 4,
-                    summary=f"{sig.source}: {sig.service} {sig.version or ''} "
-                    f"{sig.commit or ''} {sig.detail}".strip()[:300],
-                    deploy=sig,
-                )
+            entries.append(
+                memo.deploy_entry(n, sig) if memo is not None else BudgetEntry(_deploy_item(n, sig))
             )
-
-    bundle = EvidenceBundle(
+    shell = EvidenceBundle(
         alert=ev.alert,
         query=ev.query,
-        culprit=culprit_summary,
+        culprit=core.culprit,
         deploy=ev.deploy,
-        items=items,
+        items=[],
         links=ev.links,
         missing=ev.missing,
         findings=ev.notes,
         budget=BudgetInfo(token_budget=token_budget),
         stats=ev.stats,
     )
-    return redact_bundle(apply_budget(bundle, token_budget))
+    kept, info = fit(entries, shell_tokens(shell), token_budget)
+    shell.budget = info
+    return _redacted_bundle(shell, [_redacted_item(e, shrunk) for e, shrunk in kept], memo)
+
+
+def _redact_model(m: M) -> M:
+    return type(m).model_validate(redact_deep(m.model_dump(mode="json")))
+
+
+def _redacted_bundle(
+    shell: EvidenceBundle, items: list[EvidenceItem], memo: BundleMemo | None
+) -> EvidenceBundle:
+    """`redact_bundle` of the shell with `items` put in, part by part.
+
+    Equivalent to redacting and validating the whole dump: no top-level field name of the
+    bundle is a secret-looking key (tested), so each part is redacted exactly as inside the
+    whole, and validating each part is what validating the whole does field by field. Parts
+    shared by the alerts of an incident are redacted once (with a memo)."""
+
+    def shared(m: M | None) -> M | None:
+        if m is None:
+            return None
+        if memo is None:
+            return _redact_model(m)
+        return memo.redacted(id(m), m, lambda: _redact_model(m))
+
+    def link(x: Link) -> Link:
+        if memo is None:
+            return _redact_model(x)
+        return memo.redacted(
+            ("link", x.kind, x.title, x.url, x.from_alert), None, lambda: _redact_model(x)
+        )
+
+    return EvidenceBundle.model_construct(
+        schema_version=redact_text(shell.schema_version),
+        alert=_redact_model(shell.alert),
+        query=shared(shell.query),
+        culprit=shared(shell.culprit),
+        deploy=shared(shell.deploy),
+        items=items,
+        links=[link(x) for x in shell.links],
+        missing=[_redact_model(x) for x in shell.missing],
+        findings=[redact_text(x) for x in shell.findings],
+        budget=_redact_model(shell.budget),
+        stats=_redact_model(shell.stats),
+    )
+
+
+def _redacted_item(e: BudgetEntry, shrunk: bool) -> EvidenceItem:
+    """The item as it appears in a bundle: through the redactor, computed once per entry."""
+    if shrunk:
+        if e.small_redacted is None:
+            e.small_redacted = EvidenceItem.model_validate(
+                redact_deep(e.small.model_dump(mode="json"))
+            )
+        return e.small_redacted
+    if e.redacted is None:
+        e.redacted = EvidenceItem.model_validate(redact_deep(e.item.model_dump(mode="json")))
+    return e.redacted
 
 
 def redact_bundle(bundle: EvidenceBundle) -> EvidenceBundle:

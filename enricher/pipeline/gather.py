@@ -21,14 +21,14 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
 
 from enricher.analysis.spans import TraceFindings, analyse_traces
-from enricher.bundle.build import GatheredEvidence, build_bundle, safe_link
+from enricher.bundle.build import BundleMemo, GatheredEvidence, build_bundle, safe_link
 from enricher.bundle.model import (
     AlertInfo,
     BudgetInfo,
@@ -41,6 +41,7 @@ from enricher.intake.webhook import Alert, WebhookMessage
 from enricher.pipeline.stages import GatherInput, GatherOutput
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import (
+    DeploySignal,
     DeploySource,
     combine,
     from_annotations,
@@ -50,7 +51,7 @@ from enricher.sources.deploys import (
 )
 from enricher.sources.grafana import GrafanaClient
 from enricher.sources.http import BackendError, HttpBackend
-from enricher.sources.loki import LokiClient
+from enricher.sources.loki import LogQueryResult, LokiClient
 from enricher.sources.prometheus import ChosenTrace, PrometheusClient
 from enricher.sources.promql import (
     AlertQuery,
@@ -120,6 +121,27 @@ class _Run:
         return result
 
 
+class _Memo:
+    """Results derived from shared (cached, coalesced) backend answers, reused by every
+    alert of an incident. Keys hold object ids; each entry keeps those objects alive (its
+    `refs`), so an id cannot be reused while the entry exists. Values are read-only."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._d: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
+
+    def get(self, key: Hashable, refs: Any, make: Callable[[], T]) -> T:
+        hit = self._d.get(key)
+        if hit is not None:
+            self._d.move_to_end(key)
+            return hit[1]  # type: ignore[no-any-return]
+        value = make()
+        self._d[key] = (refs, value)
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return value
+
+
 class Gatherer:
     """Collects evidence for alerts from the configured backends; one per process."""
 
@@ -130,6 +152,10 @@ class Gatherer:
         self._analysis_memo: OrderedDict[
             tuple[tuple[int, ...], tuple[int, ...]], tuple[list[Trace], TraceFindings]
         ] = OrderedDict()
+        # Shared post-processing of one incident's evidence; pointless without the HTTP
+        # cache, since then no two gathers see the same parsed objects.
+        self._bundle_memo = BundleMemo() if config.cache_ttl > 0 else None
+        self._memo = _Memo()
         self._make_clients(None)
 
     def _make_clients(self, session: aiohttp.ClientSession | None) -> None:
@@ -496,7 +522,10 @@ class Gatherer:
             return
         run.ev.traces[c.trace_id] = res
         if res.outcome == "found" and res.trace is not None:
-            run.ev.stats.raw_trace_bytes += len(res.trace.model_dump_json())
+            trace = res.trace
+            run.ev.stats.raw_trace_bytes += self._memo.get(
+                ("trace_bytes", id(trace)), trace, lambda: len(trace.model_dump_json())
+            )
         elif res.outcome == "not_found":
             run.miss(f"trace {c.trace_id}", "tempo", f"trace not found ({res.detail})", q)
         else:
@@ -518,7 +547,7 @@ class Gatherer:
             return
         results, errors = res
         run.ev.trace_logs[c.trace_id] = results
-        run.ev.stats.raw_log_bytes += sum(len(ln.line) + 60 for r in results for ln in r.lines)
+        run.ev.stats.raw_log_bytes += sum(self._log_bytes(r) for r in results)
         for e in errors:
             run.miss(f"logs of trace {c.trace_id}", "loki", _reason(e), q)
 
@@ -537,7 +566,12 @@ class Gatherer:
         )
         if res is not None:
             ev.service_errors = res
-            ev.stats.raw_log_bytes += sum(len(ln.line) + 60 for ln in res.lines)
+            ev.stats.raw_log_bytes += self._log_bytes(res)
+
+    def _log_bytes(self, r: LogQueryResult) -> int:
+        return self._memo.get(
+            ("log_bytes", id(r)), r, lambda: sum(len(ln.line) + 60 for ln in r.lines)
+        )
 
     async def _build_info(self, run: _Run) -> None:
         ev = run.ev
@@ -555,8 +589,13 @@ class Gatherer:
         if series is None:
             return
         c = self.config.prometheus
-        sig = from_build_info(
-            ev.service, series, c.build_info_version_label, c.build_info_commit_label, q
+        service = ev.service
+        sig = self._memo.get(
+            ("build_info", id(series), service, q),
+            series,
+            lambda: from_build_info(
+                service, series, c.build_info_version_label, c.build_info_commit_label, q
+            ),
         )
         if sig is not None:
             ev.deploy_signals.append(sig)
@@ -577,7 +616,14 @@ class Gatherer:
             q,
         )
         if anns is not None:
-            ev.deploy_signals.extend(from_annotations(ev.service, anns, q))
+            service = ev.service
+            ev.deploy_signals.extend(
+                self._memo.get(
+                    ("annotations", id(anns), service, q),
+                    anns,
+                    lambda: from_annotations(service, anns, q),
+                )
+            )
 
     async def _deploy_events(self, run: _Run) -> None:
         ev = run.ev
@@ -609,22 +655,33 @@ class Gatherer:
         elif ev.chosen and self.tempo.configured:
             ev.notes.append("none of the chosen traces could be fetched from Tempo")
         if ev.service:
+            service = ev.service
             signals = list(ev.deploy_signals)
             if ev.findings is not None:
                 for t in ev.findings.suspects:
-                    res = t.resources.get(ev.service)
+                    res = t.resources.get(service)
                     if res:
-                        sig = from_trace_resource(ev.service, res)
+                        sig = self._memo.get(
+                            ("trace_resource", service, id(res), t.trace_id),
+                            res,
+                            lambda r=res, tid=t.trace_id: _trace_resource_signal(service, r, tid),
+                        )
                         if sig is not None:
-                            sig.query = f"GET /api/v2/traces/{t.trace_id}"
                             signals.insert(0, sig)
                         break
-            ev.deploy = combine(ev.service, ev.alert.starts_at, signals)
+            starts = ev.alert.starts_at
+            ev.deploy = self._memo.get(
+                ("deploy", service, starts, tuple(id(s) for s in signals)),
+                signals,
+                lambda: combine(service, starts, signals),
+            )
         self._links(ev)
         ev.stats.budget_s = budget
         ev.stats.timed_out = timed_out
         ev.stats.backend_requests = self.requests_sent()
-        return build_bundle(ev, self.config.token_budget, self.config.loki.max_lines)
+        return build_bundle(
+            ev, self.config.token_budget, self.config.loki.max_lines, self._bundle_memo
+        )
 
     def _analyse(self, suspects: list[Trace], healthy: list[Trace]) -> TraceFindings:
         """Analysis memoised on the trace objects: parsed traces are shared by every alert of
@@ -645,14 +702,33 @@ class Gatherer:
         culprit = ev.findings.culprit.trace_id if ev.findings and ev.findings.culprit else None
         ids = [culprit] if culprit else []
         ids += [c.trace_id for c in ev.chosen if c.role == "suspect" and c.trace_id not in ids]
+        service = ev.service
+        ev.links.extend(
+            self._memo.get(
+                (
+                    "links",
+                    tuple(ids),
+                    from_ms,
+                    to_ms,
+                    service,
+                    self.tempo.configured,
+                    self.loki.configured,
+                ),
+                None,
+                lambda: self._make_links(ids, from_ms, to_ms, service),
+            )
+        )
+
+    def _make_links(
+        self, ids: list[str], from_ms: int, to_ms: int, service: str | None
+    ) -> list[Link]:
+        links: list[Link] = []
         for tid in ids[: self.config.top_traces]:
             url = self.grafana.trace_link(tid, from_ms, to_ms)
             if url:
-                ev.links.append(
-                    Link(kind="grafana_trace", title=f"Trace {tid} in Grafana", url=url)
-                )
+                links.append(Link(kind="grafana_trace", title=f"Trace {tid} in Grafana", url=url))
             if self.tempo.configured:
-                ev.links.append(
+                links.append(
                     Link(
                         kind="tempo_trace",
                         title=f"Trace {tid} (Tempo API)",
@@ -663,19 +739,25 @@ class Gatherer:
             for q in self.loki.trace_queries(ids[0])[:1]:
                 url = self.grafana.logs_link(q, from_ms, to_ms)
                 if url:
-                    ev.links.append(
+                    links.append(
                         Link(kind="grafana_logs", title="Logs of the trace in Grafana", url=url)
                     )
-        if ev.service and self.loki.configured:
-            url = self.grafana.logs_link(self.loki.service_errors_query(ev.service), from_ms, to_ms)
+        if service and self.loki.configured:
+            url = self.grafana.logs_link(self.loki.service_errors_query(service), from_ms, to_ms)
             if url:
-                ev.links.append(
-                    Link(kind="grafana_logs", title=f"{ev.service} error logs", url=url)
-                )
+                links.append(Link(kind="grafana_logs", title=f"{service} error logs", url=url))
+        return links
 
 
 async def _none() -> None:
     return None
+
+
+def _trace_resource_signal(service: str, res: Any, trace_id: str) -> DeploySignal | None:
+    sig = from_trace_resource(service, res)
+    if sig is not None:
+        sig.query = f"GET /api/v2/traces/{trace_id}"
+    return sig
 
 
 class StageGatherer:

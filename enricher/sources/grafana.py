@@ -53,11 +53,17 @@ class GrafanaClient:
             raise BackendError(
                 "grafana", "annotations", kind, f"HTTP {resp.status}: {resp.text(200)}", resp.status
             )
-        try:
-            doc = json.loads(resp.body)
-            return [Annotation.model_validate(a) for a in doc]
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise BackendError("grafana", "annotations", "bad_response", str(exc)[:200]) from None
+
+        def parse() -> list[Annotation]:
+            try:
+                doc = json.loads(resp.body)
+                return [Annotation.model_validate(a) for a in doc]
+            except (ValueError, TypeError, ValidationError) as exc:
+                raise BackendError(
+                    "grafana", "annotations", "bad_response", str(exc)[:200]
+                ) from None
+
+        return self.http.parsed(resp, "annotations", parse)
 
     # --- links ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -99,6 +99,7 @@ class HttpBackend:
         self._inflight: dict[str, asyncio.Future[HttpResponse]] = {}
         self._cache: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
         self._parsed: OrderedDict[tuple[int, str], tuple[HttpResponse, object]] = OrderedDict()
+        self._urls: dict[tuple[str, Any], str] = {}
         self.sent = 0  # real requests sent, for tests and the benchmark
         self.bytes_received = 0
 
@@ -107,8 +108,19 @@ class HttpBackend:
         return self.config.base_url is not None and self.session is not None
 
     def url_for(self, path: str, params: Params | None = None) -> str:
-        base = self.config.base_url or ""
-        return f"{base}{path}" + (f"?{urlencode(params)}" if params else "")
+        """The request URL; memoised, since an alert storm asks the same few URLs."""
+        if isinstance(params, Mapping):
+            key: tuple[str, Any] = (path, tuple(params.items()))
+        else:
+            key = (path, tuple(params) if params else None)
+        url = self._urls.get(key)
+        if url is None:
+            base = self.config.base_url or ""
+            url = f"{base}{path}" + (f"?{urlencode(params)}" if params else "")
+            if len(self._urls) >= self.MAX_CACHE:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         h: dict[str, str] = {}

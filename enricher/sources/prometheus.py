@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -370,6 +371,11 @@ class PrometheusClient:
         self.http = http
         self.config = config
         self._rules: tuple[float, list[RuleInfo]] | None = None
+        # Ranking memo: the exemplar answers of a storm are shared (cached, coalesced)
+        # objects, so their ranking is shared too. Entries keep their key objects alive.
+        self._ranked: OrderedDict[tuple[int, ...], tuple[tuple[Any, ...], ExemplarSelection]] = (
+            OrderedDict()
+        )
 
     @property
     def configured(self) -> bool:
@@ -409,7 +415,18 @@ class PrometheusClient:
         healthy_series: list[WireExemplarSeries] = []
         if len(results) > 1 and not isinstance(results[1], BaseException):
             healthy_series = results[1]
-        return rank_exemplars(
+        key = (
+            id(results[0]),
+            id(healthy_series) if healthy_series else 0,
+            id(aq),
+            top_n,
+            healthy_n,
+        )
+        hit = self._ranked.get(key)
+        if hit is not None:
+            self._ranked.move_to_end(key)
+            return hit[1]
+        sel = rank_exemplars(
             results[0],
             aq,
             top_n,
@@ -419,6 +436,10 @@ class PrometheusClient:
             query=query,
             healthy_query=healthy_query,
         )
+        self._ranked[key] = ((results[0], healthy_series, aq), sel)
+        while len(self._ranked) > 256:
+            self._ranked.popitem(last=False)
+        return sel
 
     async def rules(self, deadline: float | None = None) -> list[RuleInfo]:
         """Alerting rules, cached for `rules_ttl`: every alert without a generatorURL asks."""
@@ -450,4 +471,4 @@ class PrometheusClient:
             },
             deadline=deadline,
         )
-        return parse_samples(resp, "query_range")
+        return self.http.parsed(resp, "samples", lambda: parse_samples(resp, "query_range"))

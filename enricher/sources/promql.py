@@ -13,6 +13,7 @@ Its host is never contacted.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
@@ -296,12 +297,119 @@ def _heuristic_error_matcher(sel: Selector) -> LabelMatcher | None:
     return None
 
 
+class _Structure:
+    """What an expression says regardless of the alert: parsed once per expression."""
+
+    __slots__ = (
+        "comparison",
+        "error_matcher",
+        "found",
+        "have",
+        "healthy",
+        "kind",
+        "primary",
+        "threshold",
+    )
+
+    def __init__(
+        self,
+        found: list[_Found],
+        kind: AlertKind,
+        primary: _Found,
+        healthy: Selector | None,
+        error_matcher: LabelMatcher | None,
+        threshold: float | None,
+        comparison: str | None,
+    ) -> None:
+        self.found = found
+        self.kind = kind
+        self.primary = primary
+        self.healthy = healthy
+        self.error_matcher = error_matcher
+        self.threshold = threshold
+        self.comparison = comparison
+        self.have = primary.selector.label_names()
+
+
+# Every alert of a storm carries the same expression (and, narrowed, usually the same
+# labels): parsing and building the AlertQuery is done once per distinct input. Values are
+# immutable by convention (selectors and matchers are frozen models).
+_STRUCTURES: OrderedDict[str, _Structure | PromQLError] = OrderedDict()
+_QUERIES: OrderedDict[tuple[Any, ...], AlertQuery] = OrderedDict()
+_MEMO_SIZE = 512
+
+
+def _memo_put(memo: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    memo[key] = value
+    while len(memo) > _MEMO_SIZE:
+        memo.popitem(last=False)
+
+
+def _structure(expr: str) -> _Structure:
+    hit = _STRUCTURES.get(expr)
+    if hit is None:
+        try:
+            hit = _parse_structure(expr)
+        except PromQLError as exc:
+            hit = exc
+        _memo_put(_STRUCTURES, expr, hit)
+    if isinstance(hit, PromQLError):
+        raise PromQLError(*hit.args)
+    return hit
+
+
 def analyse_expression(
     expr: str,
     alert_labels: Mapping[str, str],
     source: Literal["generatorURL", "rules"] = "generatorURL",
 ) -> AlertQuery:
-    """Parse `expr` and derive the selectors to ask for exemplars, narrowed to this alert."""
+    """Parse `expr` and derive the selectors to ask for exemplars, narrowed to this alert.
+
+    Memoised: the result is shared by every call with the same expression, source and
+    narrowing, and must be treated as read-only."""
+    st = _structure(expr)
+    # Narrow: alert labels that provably survive the aggregation go into the selector; the
+    # rest are applied to returned series only where the series carries that label.
+    ignore = {"alertname", "le", "__name__"}
+    narrowed: dict[str, str] = {}
+    series_filter: dict[str, str] = {}
+    surviving = st.primary.surviving
+    for k, v in sorted(alert_labels.items()):
+        if k in ignore or k in st.have:
+            continue
+        if surviving is None:
+            series_filter[k] = v
+        elif k in surviving:
+            narrowed[k] = v
+    key = (expr, source, tuple(narrowed.items()), tuple(series_filter.items()))
+    hit = _QUERIES.get(key)
+    if hit is not None:
+        return hit
+    add = [LabelMatcher(name=k, op="=", value=v) for k, v in narrowed.items()]
+    primary_sel = st.primary.selector.with_matchers(add)
+    healthy = st.healthy
+    if healthy is not None:
+        healthy = healthy.with_matchers(
+            [m for m in add if m.name not in healthy.label_names()]
+        ).without(st.error_matcher)
+    aq = AlertQuery(
+        expr=expr,
+        source=source,
+        kind=st.kind,
+        selectors=[f.selector for f in st.found],
+        primary=primary_sel,
+        healthy=healthy,
+        error_matcher=st.error_matcher,
+        threshold=st.threshold,
+        comparison=st.comparison,
+        narrowed_with=narrowed,
+        series_filter=series_filter,
+    )
+    _memo_put(_QUERIES, key, aq)
+    return aq
+
+
+def _parse_structure(expr: str) -> _Structure:
     try:
         tree = pp.parse(expr)
     except (ValueError, RuntimeError) as exc:
@@ -352,36 +460,4 @@ def analyse_expression(
             primary = found[0]
             error_matcher = _heuristic_error_matcher(primary.selector)
 
-    # Narrow: alert labels that provably survive the aggregation go into the selector; the
-    # rest are applied to returned series only where the series carries that label.
-    ignore = {"alertname", "le", "__name__"}
-    narrowed: dict[str, str] = {}
-    series_filter: dict[str, str] = {}
-    have = primary.selector.label_names()
-    for k, v in sorted(alert_labels.items()):
-        if k in ignore or k in have:
-            continue
-        if primary.surviving is None:
-            series_filter[k] = v
-        elif k in primary.surviving:
-            narrowed[k] = v
-    add = [LabelMatcher(name=k, op="=", value=v) for k, v in narrowed.items()]
-    primary_sel = primary.selector.with_matchers(add)
-    if healthy is not None:
-        healthy = healthy.with_matchers(
-            [m for m in add if m.name not in healthy.label_names()]
-        ).without(error_matcher)
-
-    return AlertQuery(
-        expr=expr,
-        source=source,
-        kind=kind,
-        selectors=[f.selector for f in found],
-        primary=primary_sel,
-        healthy=healthy,
-        error_matcher=error_matcher,
-        threshold=threshold,
-        comparison=comparison,
-        narrowed_with=narrowed,
-        series_filter=series_filter,
-    )
+    return _Structure(found, kind, primary, healthy, error_matcher, threshold, comparison)

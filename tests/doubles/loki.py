@@ -19,7 +19,8 @@ from aiohttp import web
 from tests.doubles._server import DoubleServer, answer
 
 MAX_ENTRIES = 5000
-_HEX32 = re.compile(r"\b[0-9a-f]{32}\b")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX_RUN = re.compile(r"[0-9a-f]{32,}")
 _LEVELS = ("error", "warn", "info", "debug", "fatal", "critical", "trace")
 
 
@@ -288,16 +289,32 @@ class LokiDouble(DoubleServer):
                 if not isinstance(v[0], str):
                     raise ValueError("timestamp must be a string of unix nanoseconds")
                 meta = v[2] if len(v) > 2 and isinstance(v[2], dict) else {}
-                self.entries.append(
-                    (
-                        {str(k): str(x) for k, x in labels.items()},
-                        int(v[0]),
-                        str(v[1]),
-                        {str(k): str(x) for k, x in meta.items()},
-                    )
+                entry = (
+                    {str(k): str(x) for k, x in labels.items()},
+                    int(v[0]),
+                    str(v[1]),
+                    {str(k): str(x) for k, x in meta.items()},
                 )
+                self._index(len(self.entries), entry)
+                self.entries.append(entry)
                 n += 1
         return n
+
+    def _index(self, i: int, entry: tuple[dict[str, str], int, str, dict[str, str]]) -> None:
+        """Narrowing indexes, supersets by construction: every 32-hex window of every hex run
+        in the line (a `|= "<trace id>"` hit must contain one), every 32-hex label or
+        metadata value (a `| trace_id="<id>"` hit must have one), and the stream label set."""
+        labels, _, line, meta = entry
+        tokens: set[str] = set()
+        for m in _HEX_RUN.finditer(line):
+            run = m.group(0)
+            tokens.update(run[k : k + 32] for k in range(len(run) - 31))
+        for val in (*labels.values(), *meta.values()):
+            if _HEX32.fullmatch(val):
+                tokens.add(val)
+        for t in tokens:
+            self._by_token.setdefault(t, []).append(i)
+        self._by_stream.setdefault(tuple(sorted(labels.items())), []).append(i)
 
     async def _push(self, request: web.Request) -> web.Response:
         try:
@@ -321,7 +338,12 @@ class LokiDouble(DoubleServer):
         except (LogQLError, ValueError, re.error) as exc:
             return answer(str(exc), 400, "text/plain; charset=utf-8")
         backward = qs.get("direction", "backward") != "forward"
-        hits = [e for e in self.entries if start <= e[1] < end and query.matches(e[0], e[2], e[3])]
+        entries = self.entries
+        hits = [
+            e
+            for e in (entries[i] for i in self._candidates(query))
+            if start <= e[1] < end and query.matches(e[0], e[2], e[3])
+        ]
         hits.sort(key=lambda e: e[1], reverse=backward)
         hits = hits[:limit]
         streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
@@ -354,7 +376,7 @@ class LokiDouble(DoubleServer):
             labels = dict(key)
             if all(query._label_ok(labels.get(n, ""), op, v) for n, op, v in query.matchers):
                 out.extend(idxs)
-        return out
+        return sorted(out)  # insertion order, as a full scan would see them
 
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(text="ready\n", content_type="text/plain")

@@ -61,6 +61,7 @@ class PrometheusDouble(DoubleServer):
         self.rules: list[dict[str, Any]] = []
         # (label, value) -> series keys: narrows candidates; each is still fully matched.
         self._index: dict[tuple[str, str], set[tuple[tuple[str, str], ...]]] = {}
+        self._samples_index: dict[tuple[str, str], set[tuple[tuple[str, str], ...]]] = {}
         super().__init__(latency)
 
     def routes(self, app: web.Application) -> None:
@@ -87,7 +88,10 @@ class PrometheusDouble(DoubleServer):
         )
 
     def add_samples(self, series: dict[str, str], samples: list[tuple[float, float]]) -> None:
-        self.samples.setdefault(tuple(sorted(series.items())), []).extend(samples)
+        key = tuple(sorted(series.items()))
+        for kv in key:
+            self._samples_index.setdefault(kv, set()).add(key)
+        self.samples.setdefault(key, []).extend(samples)
 
     def add_rule(
         self,
@@ -156,16 +160,23 @@ class PrometheusDouble(DoubleServer):
         return answer({"status": "success", "data": data})
 
     def _candidates(
-        self, sels: list[tuple[str | None, list[tuple[str, str, str]]]]
+        self,
+        sels: list[tuple[str | None, list[tuple[str, str, str]]]],
+        index: dict[tuple[str, str], set[tuple[tuple[str, str], ...]]] | None = None,
+        every: Any = None,
     ) -> list[tuple[tuple[str, str], ...]]:
+        """Series keys that can match any selector, sorted. Only non-empty `=` matchers
+        narrow (`x=""` also matches series without `x`, which no index entry names)."""
+        index = self._index if index is None else index
+        every = self.exemplars if every is None else every
         keys: set[tuple[tuple[str, str], ...]] = set()
         for name, matchers in sels:
-            eq = [(n, v) for n, op, v in matchers if op == "="]
+            eq = [(n, v) for n, op, v in matchers if op == "=" and v]
             if name:
                 eq.append(("__name__", name))
             if not eq:
-                return list(self.exemplars)
-            found = set.intersection(*(self._index.get(kv, set()) for kv in eq))
+                return sorted(every)
+            found = set.intersection(*(index.get(kv, set()) for kv in eq))
             keys |= found
         return sorted(keys)
 
@@ -173,7 +184,8 @@ class PrometheusDouble(DoubleServer):
         expr = pp.parse(query)
         sels = _selectors(expr)
         out = []
-        for key, samples in sorted(self.samples.items()):
+        for key in self._candidates(sels, self._samples_index, self.samples):
+            samples = self.samples[key]
             labels = dict(key)
             if any(_match(labels, n, m) for n, m in sels):
                 out.append((labels, samples))
