@@ -33,7 +33,7 @@ import re
 from typing import TYPE_CHECKING
 
 from enricher.lint.model import Finding, Rule, Severity
-from enricher.lint.promql import COUNTER_FUNCS, Matcher, Sel
+from enricher.lint.promql import COUNTER_FUNCS, Matcher, Node, Sel, walk
 from enricher.lint.templates import parse_template
 
 if TYPE_CHECKING:
@@ -105,10 +105,8 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
     return out
 
 
-def _selectors(node: object) -> list[Sel]:
-    from enricher.lint.promql import walk
-
-    return [n for n in walk(node) if isinstance(n, Sel)]  # type: ignore[arg-type]
+def _selectors(node: Node) -> list[Sel]:
+    return [n for n in walk(node) if isinstance(n, Sel)]
 
 
 def _raw(sel: Sel, ctx: Context) -> bool:
