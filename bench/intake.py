@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _commit_stats(url: str) -> dict[str, float]:
+    """Mean group-commit size and duration, from the service's own metrics."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    v = {}
+    for line in text.splitlines():
+        for name in ("enricher_store_commit_seconds", "enricher_store_commit_batch_size"):
+            for suffix in ("_sum", "_count"):
+                if line.startswith(name + suffix + " "):
+                    v[name + suffix] = float(line.split()[1])
+    n = v.get("enricher_store_commit_seconds_count", 0) or 1
+    return {
+        "commits": int(n),
+        "mean_commit_ms": round(v.get("enricher_store_commit_seconds_sum", 0) / n * 1000, 2),
+        "mean_ops_per_commit": round(v.get("enricher_store_commit_batch_size_sum", 0) / n, 1),
+    }
+
+
 def payload(alerts: int) -> bytes:
     body = json.loads(FIXTURE.read_text())
     body["groupKey"] = '{}:{alertname="CheckoutHighErrorRate", run="' + MARK + '"}'
@@ -118,6 +136,7 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
                 timeout=duration + 60,
             ).stdout
             cpu = _cpu_seconds(svc.proc.pid) - cpu0
+            commits = _commit_stats(svc.url)
         finally:
             svc.stop()
         line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
@@ -142,6 +161,7 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
             # CPU the service spent per acknowledged post, pipeline included: unlike posts/s,
             # it does not move when other processes compete for the two cores.
             "service_cpu_us_per_post": round(cpu / max(acked, 1) * 1e6),
+            **commits,
             "acknowledged": acked,
             "stored": stored,
             "duplicates": dups,

@@ -85,11 +85,27 @@ class Metrics:
         self.jobs = Counter(
             "enricher_jobs_total", "Finished jobs by outcome.", ["outcome"], registry=r
         )
+        self.commit_seconds = Histogram(
+            "enricher_store_commit_seconds",
+            "Duration of one durable group commit (the fsync a 2xx waits for).",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "enricher_store_commit_batch_size",
+            "Write operations made durable by one commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
         # Children cached: the intake path should not pay for label lookups.
         self.n_received = self.notifications.labels("received")
         self.n_accepted = self.notifications.labels("accepted")
         self.n_duplicate = self.notifications.labels("duplicate")
         self.n_rejected = self.notifications.labels("rejected")
+
+    def committed(self, ops: int, seconds: float) -> None:
+        self.commit_batch.observe(ops)
+        self.commit_seconds.observe(seconds)
 
     def reject(self, reason: str) -> None:
         self.n_rejected.inc()

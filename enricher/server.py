@@ -50,7 +50,7 @@ class Service:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store: SQLiteStore = make_store(config)
+        self.store: SQLiteStore = make_store(config, self.metrics.committed)
         self.notifiers = notifiers if notifiers is not None else build_notifiers(config.notifiers)
         self.evidence: EvidenceGatherer | None = None
         if gatherer is None and config.sources.any_configured:

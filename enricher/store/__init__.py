@@ -6,10 +6,12 @@ from pathlib import Path
 
 from enricher.config import Config
 from enricher.store.base import JobState, Store, StoreError
-from enricher.store.sqlite import SQLiteStore
+from enricher.store.sqlite import CommitObserver, SQLiteStore
 
 __all__ = ["JobState", "SQLiteStore", "Store", "StoreError", "make_store"]
 
 
-def make_store(config: Config) -> SQLiteStore:
-    return SQLiteStore(Path(config.data_dir), config.store.synchronous, config.store.max_batch)
+def make_store(config: Config, on_commit: CommitObserver | None = None) -> SQLiteStore:
+    return SQLiteStore(
+        Path(config.data_dir), config.store.synchronous, config.store.max_batch, on_commit
+    )
