@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands with parsers of their own get their arguments untouched: argparse.REMAINDER
+# would reject options placed before the first positional (`enricher lint --format json x`).
+_DELEGATED = {"lint": _lint, "replay": _replay}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        return int(_DELEGATED[argv[0]](argparse.Namespace(rest=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)

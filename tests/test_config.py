@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -102,3 +103,11 @@ def test_serve_refuses_to_start_on_invalid_config(tmp_path):
 def test_the_example_configuration_is_valid():
     cfg = load_config(REPO / "enricher.example.yaml", environ={})
     assert cfg.pipeline.workers == 16
+
+
+def test_delegated_subcommands_take_options_before_paths(tmp_path):
+    res = _cli("lint", "--format", "json", str(REPO / "rules"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["counts"]["error"] == 0
+    res = _cli("replay", "--no-deliver", str(tmp_path / "missing.json"))
+    assert res.returncode == 2 and "cannot read" in res.stderr
