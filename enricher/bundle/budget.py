@@ -89,7 +89,9 @@ def fit(
     kept shrunk; `used` is what the rest of the bundle already costs."""
     order = sorted(range(len(entries)), key=lambda i: (entries[i].item.priority, i))
     kept: list[tuple[BudgetEntry, bool]] = []
-    info = BudgetInfo(token_budget=token_budget)
+    dropped = 0
+    dropped_ids: list[str] = []
+    shrunk_ids: list[str] = []
     for i in order:
         e = entries[i]
         cost = e.cost
@@ -97,16 +99,22 @@ def fit(
         if used + cost > token_budget:
             small_cost = e.small_cost
             if used + small_cost > token_budget:
-                info.items_dropped += 1
-                if len(info.dropped_ids) < 50:
-                    info.dropped_ids.append(e.item.id)
+                dropped += 1
+                if len(dropped_ids) < 50:
+                    dropped_ids.append(e.item.id)
                 continue
             cost, shrunk = small_cost, True
-            info.shrunk_ids.append(e.small.id)
+            shrunk_ids.append(e.small.id)
         kept.append((e, shrunk))
         used += cost
-    info.items_kept = len(kept)
-    info.tokens_estimated = used
+    info = BudgetInfo(
+        token_budget=token_budget,
+        tokens_estimated=used,
+        items_kept=len(kept),
+        items_dropped=dropped,
+        dropped_ids=dropped_ids,
+        shrunk_ids=shrunk_ids,
+    )
     return kept, info
 
 

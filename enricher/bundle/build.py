@@ -13,6 +13,7 @@ Priorities (lower = kept first under the token budget):
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import datetime
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from enricher.analysis.spans import SpanFacts, TraceFindings
 from enricher.bundle.budget import BudgetEntry, fit, shell_tokens
 from enricher.bundle.model import (
+    SCHEMA_VERSION,
     AlertInfo,
     BudgetInfo,
     CulpritSummary,
@@ -104,6 +106,7 @@ def _span_summary(s: SpanFacts) -> str:
     return "; ".join(bits)[:400]
 
 
+@functools.lru_cache(maxsize=4096)
 def safe_link(url: str) -> bool:
     """Alert-provided URLs are shown only if they are plain http(s) links."""
     try:
@@ -494,7 +497,9 @@ def build_bundle(
             entries.append(
                 memo.deploy_entry(n, sig) if memo is not None else BudgetEntry(_deploy_item(n, sig))
             )
-    shell = EvidenceBundle(
+    # Every part is an already validated model of its field's type.
+    shell = EvidenceBundle.model_construct(
+        schema_version=SCHEMA_VERSION,
         alert=ev.alert,
         query=ev.query,
         culprit=core.culprit,

@@ -142,6 +142,37 @@ class _Memo:
         return value
 
 
+class _Shared:
+    """A collection run shared by the concurrent gathers of one incident."""
+
+    __slots__ = ("closing", "refs", "run", "task", "waiters")
+
+    def __init__(self, run: _Run, task: asyncio.Future[None]) -> None:
+        self.run = run
+        self.task = task
+        self.waiters = 0
+        self.closing = False  # cancelled: not to be joined any more
+        self.refs: Any = None
+
+
+def _adopt(run: _Run, src: _Run) -> None:
+    """Copy what the shared collection has gathered so far into this gather's evidence;
+    its unanswered steps become this gather's pending steps."""
+    ev, sev = run.ev, src.ev
+    ev.query = sev.query
+    ev.exemplar_query = sev.exemplar_query
+    ev.chosen = list(sev.chosen)
+    ev.traces = dict(sev.traces)
+    ev.trace_logs = dict(sev.trace_logs)
+    ev.service_errors = sev.service_errors
+    ev.deploy_signals = list(sev.deploy_signals)
+    ev.missing.extend(sev.missing)
+    ev.notes.extend(sev.notes)
+    ev.stats.raw_trace_bytes += sev.stats.raw_trace_bytes
+    ev.stats.raw_log_bytes += sev.stats.raw_log_bytes
+    run.pending.update(src.pending)  # empty unless cut off (or a step is still running)
+
+
 class Gatherer:
     """Collects evidence for alerts from the configured backends; one per process."""
 
@@ -156,6 +187,8 @@ class Gatherer:
         # cache, since then no two gathers see the same parsed objects.
         self._bundle_memo = BundleMemo() if config.cache_ttl > 0 else None
         self._memo = _Memo()
+        self._shared: dict[Hashable, _Shared] = {}
+        self.shared_collections = 0  # collections started for sharing, for tests
         self._make_clients(None)
 
     def _make_clients(self, session: aiohttp.ClientSession | None) -> None:
@@ -221,20 +254,13 @@ class Gatherer:
         if work_deadline > loop.time():
             if self._session is None:
                 await self.start()
-            task = asyncio.ensure_future(self._collect(run, message, received_at))
-            try:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, work_deadline - loop.time()))
-                if task in done and task.exception() is not None:
-                    exc = task.exception()
-                    log.error("gather failed", exc_info=exc)
-                    run.miss("evidence", "analysis", f"internal error: {type(exc).__name__}")
-                elif task not in done:
-                    timed_out = True
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=max(0.0, hard_deadline - loop.time()) / 4)
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
+            shared = self._share_key(message, ev)
+            if shared is None:
+                timed_out = await self._collect_alone(run, message, received_at, hard_deadline)
+            else:
+                timed_out = await self._collect_shared(
+                    shared, run, message, received_at, hard_deadline
+                )
         else:
             timed_out = True
         for what, source, query in run.pending.values():
@@ -246,6 +272,114 @@ class Gatherer:
             return self._fallback(message, f"internal error: {type(exc).__name__}: {exc}")
         bundle.stats.elapsed_ms = round((time.perf_counter() - wall0) * 1000, 2)
         return bundle
+
+    async def _collect_alone(
+        self, run: _Run, message: WebhookMessage, received_at: datetime, hard_deadline: float
+    ) -> bool:
+        """This gather's own collection; True when cut off by the budget."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self._collect(run, message, received_at))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, run.deadline - loop.time()))
+            if task in done and task.exception() is not None:
+                exc = task.exception()
+                log.error("gather failed", exc_info=exc)
+                run.miss("evidence", "analysis", f"internal error: {type(exc).__name__}")
+            elif task not in done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=max(0.0, hard_deadline - loop.time()) / 4)
+                return True
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        return False
+
+    # --- one collection per incident -----------------------------------------------------
+    #
+    # Alerts of one incident (same expression and narrowing, service and rounded window)
+    # ask exactly the same questions, so while one collection for them is running, later
+    # gathers join it instead of running their own chain: the answers were coalesced at the
+    # HTTP level anyway, and this also shares the orchestration (dozens of steps per alert).
+    # Each gather still waits only up to its own deadline and then takes what the shared
+    # collection has so far, listing its unanswered steps exactly as its own chain would.
+    # Only in-flight collections are joined (single-flight); once finished, later alerts
+    # run their own chain, served by the HTTP cache and the memos.
+
+    def _share_key(
+        self, message: WebhookMessage, ev: GatheredEvidence
+    ) -> tuple[Hashable, AlertQuery] | None:
+        """The incident key, or None to collect alone (no generatorURL expression: the rule
+        lookup and its failures are per alert)."""
+        try:
+            alert = self._primary(message)
+            expr = expr_from_generator_url(alert.generatorURL)
+            if expr is None:
+                return None
+            aq = analyse_expression(expr, {**message.commonLabels, **alert.labels})
+        except Exception:  # the alert's own chain reports it
+            return None
+        # aq is memoised: one object per (expression, narrowing); the entry keeps it alive.
+        return (id(aq), ev.service, ev.window_start, ev.window_end), aq
+
+    async def _collect_shared(
+        self,
+        shared: tuple[Hashable, AlertQuery],
+        run: _Run,
+        message: WebhookMessage,
+        received_at: datetime,
+        hard_deadline: float,
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+        key, aq = shared
+        sh = self._shared.get(key)
+        if sh is None or sh.closing or sh.task.done():
+            ev = run.ev
+            srun = _Run(
+                GatheredEvidence(
+                    alert=ev.alert,
+                    service=ev.service,
+                    window_start=ev.window_start,
+                    window_end=ev.window_end,
+                ),
+                run.deadline,
+            )
+            sh = _Shared(srun, asyncio.ensure_future(self._collect(srun, message, received_at)))
+            sh.refs = aq
+            self._shared[key] = sh
+            self.shared_collections += 1
+            sh.task.add_done_callback(lambda _t, k=key, s=sh: self._unshare(k, s))
+        else:
+            # Steps started from now on may run until the latest participant's deadline.
+            sh.run.deadline = max(sh.run.deadline, run.deadline)
+        sh.waiters += 1
+        task = sh.task
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, run.deadline - loop.time()))
+        except asyncio.CancelledError:
+            sh.waiters -= 1
+            if sh.waiters == 0 and not task.done():
+                sh.closing = True
+                task.cancel()
+            raise
+        sh.waiters -= 1
+        timed_out = task not in done or task.cancelled()
+        _adopt(run, sh.run)
+        if not timed_out and task.exception() is not None:
+            exc = task.exception()
+            log.error("gather failed", exc_info=exc)
+            run.miss("evidence", "analysis", f"internal error: {type(exc).__name__}")
+        if timed_out and sh.waiters == 0 and not task.done():
+            # Nobody is waiting for the rest: stop asking the backends, as a lone gather would.
+            sh.closing = True
+            task.cancel()
+            await asyncio.wait({task}, timeout=max(0.0, hard_deadline - loop.time()) / 4)
+        return timed_out
+
+    def _unshare(self, key: Hashable, sh: _Shared) -> None:
+        if self._shared.get(key) is sh:
+            del self._shared[key]
+        if not sh.task.cancelled():
+            sh.task.exception()  # retrieved: each participant reports it
 
     # --- set-up ---------------------------------------------------------------------------
 

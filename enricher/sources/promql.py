@@ -12,6 +12,7 @@ Its host is never contacted.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -142,6 +143,7 @@ class AlertQuery(BaseModel):
         return self.threshold
 
 
+@functools.lru_cache(maxsize=4096)
 def expr_from_generator_url(url: str) -> str | None:
     """The `g0.expr` query parameter of a Prometheus generatorURL; the URL is never fetched."""
     if not url:
