@@ -6,6 +6,8 @@ backend clients' module-level metrics live in the default registry and are expos
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -22,6 +24,7 @@ _STAGE = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.notifications = Counter(
             "enricher_notifications_total",
             "Alertmanager notifications by outcome (received, accepted, duplicate, rejected).",
@@ -102,6 +105,14 @@ class Metrics:
         self.n_accepted = self.notifications.labels("accepted")
         self.n_duplicate = self.notifications.labels("duplicate")
         self.n_rejected = self.notifications.labels("rejected")
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """The labelled child, cached: `labels()` takes a lock and builds a tuple every call."""
+        key = (id(metric), values)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*values)
+        return c
 
     def committed(self, ops: int, seconds: float) -> None:
         self.commit_batch.observe(ops)

@@ -59,7 +59,7 @@ class Service:
         self.pipeline = Pipeline(
             self.store, config, self.notifiers, self.metrics, gatherer, analyser
         )
-        self.intake = Intake(config, self.store, self.metrics, self.pipeline.wake)
+        self.intake = Intake(config, self.store, self.metrics, self.pipeline.accepted)
         self.deploys = DeployIntake(self.store, self.intake.auth)
         self.started = time.time()
         self._stopped = False

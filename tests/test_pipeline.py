@@ -206,3 +206,51 @@ async def test_sigterm_path_releases_unfinished_jobs(make_client):
         lambda c: c.execute("SELECT state, lease_owner FROM jobs").fetchall()
     )
     assert rows == [("gathering", None)]  # unfinished, free for the next start
+
+
+async def test_large_bodies_are_stored_compressed_and_claimed_intact(tmp_path):
+    import json
+    import sqlite3
+
+    store = SQLiteStore(tmp_path / "d")
+    await store.open()
+    try:
+        body = webhook_body()
+        body["alerts"] = [dict(body["alerts"][0], fingerprint=f"{i:016x}") for i in range(50)]
+        raw = json.dumps(body).encode()
+        n = _notification("big")
+        await store.accept(n.model_copy(update={"body": raw}))
+        [job] = await store.claim("me", 30, 10, 1000)
+        assert job.body == raw
+        assert await store.notification_body(job.id) == raw
+    finally:
+        await store.close()
+    stored = (
+        sqlite3.connect(tmp_path / "d" / "enricher.db")
+        .execute("SELECT length(body), body_encoding FROM notifications")
+        .fetchone()
+    )
+    assert stored[1] == "zlib" and stored[0] * 10 < len(raw)
+
+
+async def test_a_data_dir_from_before_body_encoding_is_migrated(tmp_path):
+    import sqlite3
+
+    (tmp_path / "d").mkdir()
+    old = sqlite3.connect(tmp_path / "d" / "enricher.db")
+    old.execute(
+        "CREATE TABLE notifications (id INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE,"
+        " received_at REAL NOT NULL, group_key TEXT NOT NULL, status TEXT NOT NULL,"
+        " severity TEXT NOT NULL, alert_count INTEGER NOT NULL, body BLOB NOT NULL,"
+        " duplicates INTEGER NOT NULL DEFAULT 0, last_duplicate_at REAL)"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(tmp_path / "d")
+    await store.open()
+    try:
+        await store.accept(_notification("after-upgrade"))
+        [job] = await store.claim("me", 30, 10, 1000)
+        assert job.group_key == "after-upgrade"
+    finally:
+        await store.close()

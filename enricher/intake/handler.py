@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -54,7 +55,11 @@ def _json_error(status: int, reason: str, message: str, **extra: Any) -> web.Res
 
 class Intake:
     def __init__(
-        self, config: Config, store: SQLiteStore, metrics: Metrics, on_accept: Any
+        self,
+        config: Config,
+        store: SQLiteStore,
+        metrics: Metrics,
+        on_accept: Callable[[int, WebhookMessage], None],
     ) -> None:
         self.config = config
         self.store = store
@@ -145,7 +150,7 @@ class Intake:
         else:
             self.metrics.n_accepted.inc()
             self.metrics.alerts.inc(len(msg.alerts))
-            self.on_accept()
+            self.on_accept(result.id, msg)
             status = "accepted"
         self.metrics.ack_seconds.observe(time.perf_counter() - t0)
         return web.Response(

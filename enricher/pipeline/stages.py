@@ -96,6 +96,6 @@ async def run_stage(
                 log.exception("stage failed", extra={"stage": name})
                 outcome, reason = "error", f"{name}: failed ({type(exc).__name__}: {exc})"[:300]
         span.set_attribute("enricher.outcome", outcome)
-    metrics.stage_seconds.labels(name).observe(time.perf_counter() - t0)
-    metrics.stage_outcomes.labels(name, outcome).inc()
+    metrics.child(metrics.stage_seconds, name).observe(time.perf_counter() - t0)
+    metrics.child(metrics.stage_outcomes, name, outcome).inc()
     return result, reason

@@ -18,6 +18,7 @@ import random
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,6 +44,7 @@ from enricher.store.sqlite import SQLiteStore
 
 log = logging.getLogger("enricher.pipeline")
 URGENT = 0
+PARSED_LIMIT = 1024  # workers take a few dozen at a time; more only burdens the GC
 
 
 class Pipeline:
@@ -67,6 +69,7 @@ class Pipeline:
         self.reserved = max(1, self.slots // 4) if self.slots > 1 else 0
         self.active: dict[int, tuple[asyncio.Task[None], int]] = {}
         self._wake = asyncio.Event()
+        self._parsed: OrderedDict[int, WebhookMessage] = OrderedDict()
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -82,6 +85,19 @@ class Pipeline:
         self._renewer = asyncio.create_task(self._renew(), name="lease-renewer")
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def accepted(self, job_id: int, msg: WebhookMessage) -> None:
+        """A notification was stored: keep its parsed form for the worker, and wake one.
+
+        The store holds the body as received; handing the parsed message over in memory
+        spares parsing it twice (a tenth of a millisecond for a 50-alert group). Bounded:
+        past the limit the oldest are dropped and parsed again from the store, as after a
+        restart.
+        """
+        self._parsed[job_id] = msg
+        if len(self._parsed) > PARSED_LIMIT:
+            self._parsed.popitem(last=False)
         self._wake.set()
 
     async def stop(self, grace: float) -> None:
@@ -172,17 +188,21 @@ class Pipeline:
                 await self.store.set_state(
                     job.id, self.owner, JobState.FAILED, error=f"{type(exc).__name__}: {exc}"
                 )
-            self.metrics.jobs.labels("failed").inc()
+            self.metrics.child(self.metrics.jobs, "failed").inc()
         finally:
             logs.job_id.reset(token)
 
     async def _process(self, job: Job) -> None:
-        try:
-            msg = WebhookMessage.model_validate_json(job.body)
-        except ValidationError as exc:  # stored bodies were validated; this is corruption
-            await self.store.set_state(job.id, self.owner, JobState.FAILED, error=str(exc)[:500])
-            self.metrics.jobs.labels("failed").inc()
-            return
+        msg = self._parsed.pop(job.id, None)
+        if msg is None:
+            try:
+                msg = WebhookMessage.model_validate_json(job.body)
+            except ValidationError as exc:  # stored bodies were validated: corruption
+                await self.store.set_state(
+                    job.id, self.owner, JobState.FAILED, error=str(exc)[:500]
+                )
+                self.metrics.child(self.metrics.jobs, "failed").inc()
+                return
         if job.state == JobState.DELIVERING:
             record = await self.store.get_page(job.id)
             if record is not None:
@@ -198,6 +218,11 @@ class Pipeline:
                 paged_at=page.paged_at.timestamp(),
                 degraded=page.degraded,
                 doc=page.model_dump_json(),
+                # Every field given: model_construct would otherwise resolve the default
+                # factory through inspect.signature, which for builtins is costly.
+                resolved_at=None,
+                resolved_by=None,
+                deliveries=[],
             ),
             list(self.notifiers),
             resolves=page.resolves,
@@ -273,9 +298,9 @@ class Pipeline:
         t0 = time.perf_counter()
         targets = [self.notifiers[n] for n in pending if n in self.notifiers]
         results = await asyncio.gather(*(self._deliver_one(n, page) for n in targets))
-        self.metrics.stage_seconds.labels("deliver").observe(time.perf_counter() - t0)
+        self.metrics.child(self.metrics.stage_seconds, "deliver").observe(time.perf_counter() - t0)
         now = time.time()
-        self.metrics.pages.labels(page.status, str(page.degraded).lower()).inc()
+        self.metrics.child(self.metrics.pages, page.status, str(page.degraded).lower()).inc()
         self.metrics.page_latency.observe(max(0.0, now - job.received_at))
         if now > job.deadline:
             self.metrics.past_deadline.inc()
@@ -284,7 +309,7 @@ class Pipeline:
         state = JobState.FAILED if failed else JobState.DONE
         error = f"delivery failed: {', '.join(failed)}" if failed else None
         await self.store.finish(job.id, self.owner, state, sent, error, time.time())
-        self.metrics.jobs.labels(state.value).inc()
+        self.metrics.child(self.metrics.jobs, state.value).inc()
 
     async def _deliver_one(self, notifier: Notifier, page: Page) -> bool:
         attempt = 0
@@ -302,13 +327,15 @@ class Pipeline:
                 log.exception("notifier error", extra={"notifier": notifier.name})
                 error, retryable = f"{type(exc).__name__}: {exc}", False
             else:  # recorded as sent together with the job's final state
-                self.metrics.deliveries.labels(notifier.name, "sent").inc()
+                self.metrics.child(self.metrics.deliveries, notifier.name, "sent").inc()
                 return True
             final = not retryable or attempt >= self.pc.max_delivery_attempts
             await self.store.record_delivery(
                 page.id, notifier.name, "failed" if final else "pending", error[:500], time.time()
             )
-            self.metrics.deliveries.labels(notifier.name, "failed" if final else "retry").inc()
+            self.metrics.child(
+                self.metrics.deliveries, notifier.name, "failed" if final else "retry"
+            ).inc()
             log.warning(
                 "delivery failed",
                 extra={

@@ -24,6 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS notifications (
   severity TEXT NOT NULL,
   alert_count INTEGER NOT NULL,
   body BLOB NOT NULL,
+  body_encoding TEXT NOT NULL DEFAULT 'identity',
   duplicates INTEGER NOT NULL DEFAULT 0,
   last_duplicate_at REAL
 );
@@ -118,6 +120,31 @@ _Op = Callable[[sqlite3.Connection], Any]
 # Called after each group commit with the batch size and the COMMIT's duration in seconds.
 CommitObserver = Callable[[int, float], None]
 _Item = tuple[_Op, "asyncio.Future[Any]"]
+
+
+# Bodies above this size are stored zlib-compressed: a 50-alert group (36 KB of JSON) shrinks
+# about 36-fold for 40 us of CPU, which is far less than writing it to the WAL and then to the
+# database costs. Small bodies are not worth it.
+COMPRESS_ABOVE = 4096
+
+
+def _encode(body: bytes) -> tuple[bytes, str]:
+    if len(body) > COMPRESS_ABOVE:
+        return zlib.compress(body, 1), "zlib"
+    return body, "identity"
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    return zlib.decompress(body) if encoding == "zlib" else body
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a data directory written by an earlier version up to SCHEMA."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(notifications)")}
+    if "body_encoding" not in columns:
+        conn.execute(
+            "ALTER TABLE notifications ADD COLUMN body_encoding TEXT NOT NULL DEFAULT 'identity'"
+        )
 
 
 class _Reader(threading.Thread):
@@ -335,6 +362,7 @@ class SQLiteStore:
         try:
             wconn = _connect(self.path, self.synchronous)
             wconn.executescript(SCHEMA)
+            _migrate(wconn)
             rconn = _connect(self.path, self.synchronous)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
@@ -397,7 +425,7 @@ class SQLiteStore:
         def op(c: sqlite3.Connection) -> AcceptResult:
             row = c.execute(
                 "INSERT INTO notifications(idem_key, received_at, group_key, status, severity,"
-                " alert_count, body) VALUES (?,?,?,?,?,?,?)"
+                " alert_count, body, body_encoding) VALUES (?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(idem_key) DO UPDATE SET duplicates = duplicates + 1,"
                 " last_duplicate_at = excluded.received_at"
                 " RETURNING id, duplicates",
@@ -408,7 +436,7 @@ class SQLiteStore:
                     n.status,
                     n.severity,
                     n.alert_count,
-                    n.body,
+                    *_encode(n.body),
                 ),
             ).fetchone()
             nid, dups = int(row[0]), int(row[1])
@@ -443,7 +471,7 @@ class SQLiteStore:
             now = time.time()
             rows = c.execute(
                 "SELECT j.id, j.state, j.priority, n.severity, n.status, n.group_key,"
-                " j.received_at, j.deadline, j.attempts, n.body, j.bundle"
+                " j.received_at, j.deadline, j.attempts, n.body, j.bundle, n.body_encoding"
                 " FROM jobs j JOIN notifications n ON n.id = j.id"
                 f" WHERE j.state NOT IN {_FINAL} AND j.priority <= ?"
                 " AND (j.lease_expires IS NULL OR j.lease_expires < ?)"
@@ -471,7 +499,7 @@ class SQLiteStore:
                     received_at=r[6],
                     deadline=r[7],
                     attempts=r[8] + 1,
-                    body=r[9],
+                    body=_decode(r[9], r[11]),
                     bundle=r[10],
                 )
                 for r in rows
@@ -715,6 +743,15 @@ class SQLiteStore:
                 )
             ]
         )
+
+    async def notification_body(self, notification_id: int) -> bytes | None:
+        """The notification exactly as it was received."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT body, body_encoding FROM notifications WHERE id=?", (notification_id,)
+            ).fetchone()
+        )
+        return _decode(row[0], row[1]) if row else None
 
     def _test_limit_pages(self) -> asyncio.Future[Any]:
         """Caps the database at its current size, so the next growth fails like a full disk."""
