@@ -188,7 +188,9 @@ class Gatherer:
         self._bundle_memo = BundleMemo() if config.cache_ttl > 0 else None
         self._memo = _Memo()
         self._shared: dict[Hashable, _Shared] = {}
-        self.shared_collections = 0  # collections started for sharing, for tests
+        # For tests: collections started on the shared path, and gathers that joined one.
+        self.shared_collections = 0
+        self.shared_joins = 0
         self._make_clients(None)
 
     def _make_clients(self, session: aiohttp.ClientSession | None) -> None:
@@ -351,6 +353,7 @@ class Gatherer:
         else:
             # Steps started from now on may run until the latest participant's deadline.
             sh.run.deadline = max(sh.run.deadline, run.deadline)
+            self.shared_joins += 1
         sh.waiters += 1
         task = sh.task
         try:
