@@ -367,3 +367,17 @@ async def test_deploy_events_are_recorded_validated_and_authenticated(make_clien
     [found] = await source.recent("checkout", t - timedelta(minutes=10), t)
     assert found.version == "2.4.1" and found.commit == "7a3f9c2"
     assert await source.recent("payments", t - timedelta(minutes=10), t) == []
+
+
+def test_severity_is_the_most_urgent_and_ties_break_the_same_way_every_time():
+    from enricher.intake.webhook import WebhookMessage
+
+    body = webhook_body()
+    base = body["alerts"][0]
+    body["alerts"] = [
+        dict(base, labels=dict(base["labels"], severity=s), fingerprint=f"{i:016x}")
+        for i, s in enumerate(["warning", "page", "info", "critical", "weird"])
+    ]
+    assert WebhookMessage.model_validate(body).severity() == "critical"
+    body["alerts"] = [dict(base, labels={"alertname": "x"})]
+    assert WebhookMessage.model_validate(body).severity() == ""

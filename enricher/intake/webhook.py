@@ -114,17 +114,17 @@ class WebhookMessage(BaseModel):
     @model_validator(mode="after")
     def _calendar(self) -> WebhookMessage:
         for i, a in enumerate(self.alerts):
-            for field in ("startsAt", "endsAt"):
-                value = getattr(a, field)
-                if value[8:10] > "28":
-                    try:
-                        _check_day(value)
-                    except ValueError as exc:
-                        raise PydanticCustomError(
-                            "invalid_date",
-                            "alerts.{i}.{field}: {msg}",
-                            {"i": i, "field": field, "msg": str(exc)},
-                        ) from None
+            if a.startsAt[8:10] <= "28" and a.endsAt[8:10] <= "28":
+                continue  # the pattern already bounds the rest of the date
+            for field, value in (("startsAt", a.startsAt), ("endsAt", a.endsAt)):
+                try:
+                    _check_day(value)
+                except ValueError as exc:
+                    raise PydanticCustomError(
+                        "invalid_date",
+                        "alerts.{i}.{field}: {msg}",
+                        {"i": i, "field": field, "msg": str(exc)},
+                    ) from None
         return self
 
     def idempotency_key(self) -> str:
@@ -148,12 +148,9 @@ class WebhookMessage(BaseModel):
 
     def severity(self) -> str:
         """The most urgent severity label among the alerts, for scheduling and deadlines."""
-        best = None
-        for a in self.alerts:
-            sev = a.labels.get("severity", "")
-            if best is None or severity_rank(sev) < severity_rank(best):
-                best = sev
-        return best or ""
+        seen = {a.labels.get("severity", "") for a in self.alerts}
+        # Ties between equally urgent names (critical, page) break by name: deterministic.
+        return min(seen, key=lambda s: (severity_rank(s), s)) if seen else ""
 
 
 _RANKS = {

@@ -249,7 +249,9 @@ class Pipeline:
             gathered, why = await run_stage(
                 "gather",
                 lambda: self.gatherer.gather(
-                    GatherInput(
+                    # model_construct: `msg` is validated already, and pydantic would re-run its
+                    # model validators on it as a field value.
+                    GatherInput.model_construct(
                         job_id=job.id,
                         message=msg,
                         received_at=job.received_at,
@@ -273,7 +275,7 @@ class Pipeline:
             analysed, why = await run_stage(
                 "analyse",
                 lambda: self.analyser.analyse(
-                    AnalyseInput(message=msg, bundle=bundle, budget_s=budget)
+                    AnalyseInput.model_construct(message=msg, bundle=bundle, budget_s=budget)
                 ),
                 min(timeouts.analyse, budget),
                 self.metrics,
