@@ -175,6 +175,8 @@ class _Tree:
                 self.roots.append(i)
         self.self_ns = [self._self_time(i) for i in range(len(self.spans))]
         self.critical = self._critical_path()
+        # SpanFacts per span index, shared by the analyses of this trace (read-only).
+        self.facts: dict[int, SpanFacts] = {}
 
     def _self_time(self, i: int) -> int:
         s = self.spans[i]
@@ -292,9 +294,11 @@ def analyse_trace(
     role: Literal["suspect", "healthy"] = "suspect",
     background_ops: Iterable[str] = (),
     latency_excess_ms: dict[str, float] | None = None,
+    _tree: _Tree | None = None,
 ) -> TraceAnalysis:
-    """Tree facts for one trace, and its culprit given what is known to be background."""
-    tree = _Tree(trace.spans)
+    """Tree facts for one trace, and its culprit given what is known to be background.
+    (`_tree`: the trace's index when the caller already built it.)"""
+    tree = _tree if _tree is not None else _Tree(trace.spans)
     spans = tree.spans
     background = set(background_ops)
     if not spans:
@@ -312,7 +316,12 @@ def analyse_trace(
             resources[s.service] = resource_facts(s.resource)
 
     def facts(i: int) -> SpanFacts:
-        return span_facts(spans[i], tree.depth[i], tree.self_ns[i], i in tree.critical)
+        f = tree.facts.get(i)
+        if f is None:
+            f = tree.facts[i] = span_facts(
+                spans[i], tree.depth[i], tree.self_ns[i], i in tree.critical
+            )
+        return f
 
     culprit_i: int | None = None
     reason = ""
@@ -409,7 +418,9 @@ def analyse_traces(
 ) -> TraceFindings:
     """Analyse failing/slow traces against healthy ones and name one culprit span."""
     # First pass: plain facts, to learn which ops err or are slow in healthy traces too.
-    first_s = [analyse_trace(t, "suspect") for t in suspects if t.spans]
+    # Each suspect's tree is built once and reused by the second pass.
+    trees = {id(t): _Tree(t.spans) for t in suspects if t.spans}
+    first_s = [analyse_trace(t, "suspect", _tree=trees[id(t)]) for t in suspects if t.spans]
     first_h = [analyse_trace(t, "healthy") for t in healthy if t.spans]
     contrasts = _contrast(first_s, first_h)
     background = {c.op for c in contrasts if c.background}
@@ -418,7 +429,11 @@ def analyse_traces(
         for c in contrasts:
             if c.slow_self_ms is not None:
                 excess[c.op] = c.slow_self_ms - (c.healthy_self_ms or 0.0)
-    final_s = [analyse_trace(t, "suspect", background, excess) for t in suspects if t.spans]
+    final_s = [
+        analyse_trace(t, "suspect", background, excess, _tree=trees[id(t)])
+        for t in suspects
+        if t.spans
+    ]
     findings = TraceFindings(suspects=final_s, healthy=first_h, contrasts=contrasts)
     votes = Counter(t.culprit.op for t in final_s if t.culprit is not None)
     if not votes:

@@ -42,6 +42,14 @@ def shrink(item: EvidenceItem, limit: int = _SHRINK_TO) -> EvidenceItem:
     return EvidenceItem.model_validate(_cut(item.model_dump(mode="json"), limit))
 
 
+# Payload fields of an item (`null` when unset); `"name":` per field, and the commas between
+# fields (any field added later only makes the JSON longer, so the floor stays a floor).
+_PAYLOADS = ("span", "log", "template", "exemplar", "trace", "contrast", "deploy")
+_FIELD_CHARS = (
+    sum(len(f) + 3 for f in EvidenceItem.model_fields) + len(EvidenceItem.model_fields) - 1
+)
+
+
 class BudgetEntry:
     """One item with its token cost and shrunk form, each computed on first use.
 
@@ -63,6 +71,21 @@ class BudgetEntry:
         if self._cost is None:
             self._cost = estimate_tokens(self.item.model_dump_json()) + 1
         return self._cost
+
+    @property
+    def small_floor(self) -> int:
+        """A lower bound of `small_cost` that needs no serialisation: the shrunk item's
+        JSON holds at least every field name, the cut id, query and summary (a JSON string
+        is never shorter than its text plus quotes), the priority, and `null` or `{}` for
+        each payload. Items that cannot fit even so are dropped without being shrunk."""
+        it = self.item
+        n = 2 + _FIELD_CHARS + len(str(it.priority))
+        n += len(it.kind) + len(it.source) + 4  # two short strings, quoted
+        for text in (it.id, it.query, it.summary):
+            n += min(len(text), _SHRINK_TO + 1) + 2
+        for name in _PAYLOADS:
+            n += 4 if getattr(it, name) is None else 2
+        return (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + 1
 
     @property
     def small(self) -> EvidenceItem:
@@ -97,6 +120,11 @@ def fit(
         cost = e.cost
         shrunk = False
         if used + cost > token_budget:
+            if used + e.small_floor > token_budget:  # cannot fit even shrunk
+                dropped += 1
+                if len(dropped_ids) < 50:
+                    dropped_ids.append(e.item.id)
+                continue
             small_cost = e.small_cost
             if used + small_cost > token_budget:
                 dropped += 1

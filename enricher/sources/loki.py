@@ -13,10 +13,11 @@ that found it), so the bundle can cite it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -79,7 +80,9 @@ class ProcessedLogs(BaseModel):
     queries: list[str] = Field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=65536)
 def mask(line: str) -> str:
+    """The line's template. Memoised: error lines repeat (that is why they are templated)."""
     for rx, repl in _MASKS:
         line = rx.sub(repl, line)
     return line
@@ -156,29 +159,38 @@ def process(lines: Iterable[LogLine], max_lines: int) -> ProcessedLogs:
         seen.add(key)
         uniq.append(ln)
     uniq.sort(key=lambda ln: ln.ts_ns)
-    groups: dict[tuple[str, str], LogTemplate] = {}
+    # Plain lists while counting (no model attribute assignment per line), models at the end.
+    # [template, count, example, service, first_ns, last_ns, trace_ids, span_ids]
+    groups: dict[tuple[str, str], list[Any]] = {}
     for ln in uniq:
         t = mask(ln.line)
         g = groups.get((ln.service, t))
         if g is None:
-            groups[(ln.service, t)] = g = LogTemplate(
-                template=t,
-                count=0,
-                example=ln.line,
-                service=ln.service,
-                first_ns=ln.ts_ns,
-                last_ns=ln.ts_ns,
-            )
-        g.count += 1
-        g.last_ns = ln.ts_ns
-        if ln.trace_id and len(g.trace_ids) < 5 and ln.trace_id not in g.trace_ids:
-            g.trace_ids.append(ln.trace_id)
-        if ln.span_id and len(g.span_ids) < 5 and ln.span_id not in g.span_ids:
-            g.span_ids.append(ln.span_id)
+            groups[(ln.service, t)] = g = [t, 0, ln.line, ln.service, ln.ts_ns, ln.ts_ns, [], []]
+        g[1] += 1
+        g[5] = ln.ts_ns
+        tid, sid = ln.trace_id, ln.span_id
+        if tid and len(g[6]) < 5 and tid not in g[6]:
+            g[6].append(tid)
+        if sid and len(g[7]) < 5 and sid not in g[7]:
+            g[7].append(sid)
+    templates = [
+        LogTemplate(
+            template=t,
+            count=n,
+            example=ex,
+            service=svc,
+            first_ns=first,
+            last_ns=last,
+            trace_ids=tids,
+            span_ids=sids,
+        )
+        for t, n, ex, svc, first, last, tids, sids in groups.values()
+    ]
     kept = uniq[-max_lines:] if len(uniq) > max_lines else uniq
     return ProcessedLogs(
         lines=kept,
-        templates=sorted(groups.values(), key=lambda g: (-g.count, g.first_ns)),
+        templates=sorted(templates, key=lambda g: (-g.count, g.first_ns)),
         lines_in=total,
         duplicates=total - len(uniq),
         dropped=len(uniq) - len(kept),

@@ -10,6 +10,7 @@ the trace analysis can tell the cause from what every request does anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -82,6 +83,7 @@ class ExemplarSelection(BaseModel):
     finding: str | None = None
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_trace_id(raw: str) -> str | None:
     """Lowercase 32-hex trace id, or None when it is not one (all zeros is invalid too)."""
     s = raw.strip().replace("-", "") if len(raw.strip()) == 36 else raw.strip()

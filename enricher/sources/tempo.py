@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -107,6 +108,12 @@ def _id_hex(raw: Any, nbytes: int) -> str:
     """IDs arrive base64 (Tempo JSON) or hex (OTLP/JSON, search); return lowercase hex."""
     if not raw or not isinstance(raw, str):
         return ""
+    return _str_id_hex(raw, nbytes)
+
+
+@functools.lru_cache(maxsize=65536)
+def _str_id_hex(raw: str, nbytes: int) -> str:
+    """Memoised: every span repeats its trace id and most repeat a parent's id."""
     if len(raw) == 2 * nbytes and all(c in "0123456789abcdefABCDEF" for c in raw):
         return raw.lower()
     try:

@@ -18,6 +18,7 @@ import pytest
 
 import enricher.pipeline.gather as gather_mod
 import enricher.sources.tempo as tempo_mod
+from enricher.bundle.budget import BudgetEntry
 from enricher.bundle.build import BundleMemo, _redacted_bundle, redact_bundle
 from enricher.bundle.model import (
     AlertInfo,
@@ -218,3 +219,23 @@ def test_bundle_parts_are_redacted_exactly_as_the_whole_bundle() -> None:
         parts = _redacted_bundle(shell, [red_item], memo)
         assert parts.model_dump_json() == whole.model_dump_json()
     assert "hunter2" not in whole.model_dump_json() and "pw@" not in whole.model_dump_json()
+
+
+def test_the_shrunk_cost_floor_never_exceeds_the_shrunk_cost() -> None:
+    long = "x" * 5000
+    items = [
+        EvidenceItem(id="log:1", kind="log", source="loki", priority=1, summary="s"),
+        EvidenceItem(
+            id=f"span:svc:{long}",
+            kind="span",
+            source="tempo",
+            query=long,
+            priority=12,
+            summary='quote " and \\ and é ' * 40,
+            log=LogLine(ts_ns=1, line=long, labels={"k": long}),
+        ),
+        EvidenceItem(id="x", kind="contrast", source="analysis", priority=0, summary=long),
+    ]
+    for item in items:
+        e = BudgetEntry(item)
+        assert 0 < e.small_floor <= e.small_cost, (item.id[:20], e.small_floor, e.small_cost)
