@@ -21,11 +21,15 @@ from enricher.bundle.model import BudgetInfo, EvidenceBundle, EvidenceItem
 CHARS_PER_TOKEN = 4
 _SHRINK_TO = 240
 # Room for the budget numbers, which are filled in after the estimate.
-_SHELL_SLACK = 64
+SHELL_SLACK = 64
 
 
 def estimate_tokens(text: str) -> int:
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(n: int) -> int:
+    return (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
 def _cut(value: Any, limit: int) -> Any:
@@ -56,13 +60,22 @@ class BudgetEntry:
     `redacted` and `small_redacted` are slots for the bundle builder's redacted copies, so
     an entry shared by many bundles is redacted once as well."""
 
-    __slots__ = ("_cost", "_small", "_small_cost", "item", "redacted", "small_redacted")
+    __slots__ = (
+        "_cost",
+        "_floor",
+        "_small",
+        "_small_cost",
+        "item",
+        "redacted",
+        "small_redacted",
+    )
 
     def __init__(self, item: EvidenceItem) -> None:
         self.item = item
         self._cost: int | None = None
         self._small: EvidenceItem | None = None
         self._small_cost: int | None = None
+        self._floor: int | None = None
         self.redacted: EvidenceItem | None = None
         self.small_redacted: EvidenceItem | None = None
 
@@ -78,6 +91,8 @@ class BudgetEntry:
         JSON holds at least every field name, the cut id, query and summary (a JSON string
         is never shorter than its text plus quotes), the priority, and `null` or `{}` for
         each payload. Items that cannot fit even so are dropped without being shrunk."""
+        if self._floor is not None:
+            return self._floor
         it = self.item
         n = 2 + _FIELD_CHARS + len(str(it.priority))
         n += len(it.kind) + len(it.source) + 4  # two short strings, quoted
@@ -85,7 +100,8 @@ class BudgetEntry:
             n += min(len(text), _SHRINK_TO + 1) + 2
         for name in _PAYLOADS:
             n += 4 if getattr(it, name) is None else 2
-        return (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + 1
+        self._floor = (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + 1
+        return self._floor
 
     @property
     def small(self) -> EvidenceItem:
@@ -102,7 +118,7 @@ class BudgetEntry:
 
 def shell_tokens(shell: EvidenceBundle) -> int:
     """Tokens of a bundle without its items (and with an empty budget section)."""
-    return estimate_tokens(shell.model_dump_json()) + _SHELL_SLACK
+    return estimate_tokens(shell.model_dump_json()) + SHELL_SLACK
 
 
 def fit(

@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from enricher.analysis.spans import SpanFacts, TraceFindings
-from enricher.bundle.budget import BudgetEntry, fit, shell_tokens
+from enricher.bundle.budget import (
+    SHELL_SLACK,
+    BudgetEntry,
+    fit,
+    shell_tokens,
+    tokens_for_chars,
+)
 from enricher.bundle.model import (
     SCHEMA_VERSION,
     AlertInfo,
@@ -201,6 +208,43 @@ class BundleMemo:
             self._parts.popitem(last=False)
         return value
 
+    def json_len(self, key: Hashable, ref: Any, m: BaseModel) -> int:
+        """Length of `m`'s JSON, memoised under `key` (kept alive by `ref`)."""
+        return self.redacted(("len", key), ref, lambda: len(m.model_dump_json()))
+
+    def shell_tokens(self, shell: EvidenceBundle) -> int:
+        """`shell_tokens(shell)` without serialising again the parts an incident's alerts
+        share: a model's JSON is its fields' JSON joined by keys and punctuation, so its
+        length is the sum of theirs plus those (equality with `shell_tokens` is tested)."""
+        n = 1 + len(_SHELL_FIELDS)  # two braces and the commas between fields
+        for name in _SHELL_FIELDS:
+            v = getattr(shell, name)
+            n += len(name) + 3  # "name":
+            if v is None:
+                n += 4
+            elif name in ("query", "culprit", "deploy"):
+                n += self.json_len(id(v), v, v)
+            elif name == "links":
+                n += _joined(
+                    self.json_len(("link", x.kind, x.title, x.url, x.from_alert), None, x)
+                    for x in v
+                )
+            elif isinstance(v, BaseModel):
+                n += len(v.model_dump_json())
+            elif isinstance(v, list) and v and isinstance(v[0], BaseModel):
+                n += _joined(len(x.model_dump_json()) for x in v)
+            else:
+                n += len(to_json(v))
+        return tokens_for_chars(n) + SHELL_SLACK
+
+    def fit(
+        self, entries: list[BudgetEntry], used: int, token_budget: int
+    ) -> tuple[list[tuple[BudgetEntry, bool]], BudgetInfo]:
+        """`fit`, shared by bundles with the same entries and shell cost. The result (and
+        its BudgetInfo) is shared and read-only."""
+        key = ("fit", tuple(id(e) for e in entries), used, token_budget)
+        return self.redacted(key, entries, lambda: fit(entries, used, token_budget))
+
     def deploy_entry(self, n: int, sig: DeploySignal) -> BudgetEntry:
         key = (n, id(sig))
         hit = self._deploys.get(key)
@@ -212,6 +256,18 @@ class BundleMemo:
         while len(self._deploys) > 4 * self.size:
             self._deploys.popitem(last=False)
         return entry
+
+
+_SHELL_FIELDS = tuple(EvidenceBundle.model_fields)
+
+
+def _joined(lengths: Iterable[int]) -> int:
+    """Length of a JSON array of elements of these lengths."""
+    total, k = 0, 0
+    for n in lengths:
+        total += n
+        k += 1
+    return 2 + total + max(0, k - 1)
 
 
 def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
@@ -511,7 +567,12 @@ def build_bundle(
         budget=BudgetInfo(token_budget=token_budget),
         stats=ev.stats,
     )
-    kept, info = fit(entries, shell_tokens(shell), token_budget)
+    used = shell_tokens(shell) if memo is None else memo.shell_tokens(shell)
+    if memo is not None:
+        # Alerts of an incident mostly differ in nothing the budget sees but a label's length.
+        kept, info = memo.fit(entries, used, token_budget)
+    else:
+        kept, info = fit(entries, used, token_budget)
     shell.budget = info
     return _redacted_bundle(shell, [_redacted_item(e, shrunk) for e, shrunk in kept], memo)
 
@@ -554,7 +615,7 @@ def _redacted_bundle(
         links=[link(x) for x in shell.links],
         missing=[_redact_model(x) for x in shell.missing],
         findings=[redact_text(x) for x in shell.findings],
-        budget=_redact_model(shell.budget),
+        budget=shared(shell.budget),  # shared between alerts when the fit was (memo.fit)
         stats=_redact_model(shell.stats),
     )
 

@@ -18,7 +18,7 @@ import pytest
 
 import enricher.pipeline.gather as gather_mod
 import enricher.sources.tempo as tempo_mod
-from enricher.bundle.budget import BudgetEntry
+from enricher.bundle.budget import BudgetEntry, shell_tokens
 from enricher.bundle.build import BundleMemo, _redacted_bundle, redact_bundle
 from enricher.bundle.model import (
     AlertInfo,
@@ -239,3 +239,24 @@ def test_the_shrunk_cost_floor_never_exceeds_the_shrunk_cost() -> None:
     for item in items:
         e = BudgetEntry(item)
         assert 0 < e.small_floor <= e.small_cost, (item.id[:20], e.small_floor, e.small_cost)
+
+
+async def test_memoised_shell_estimate_equals_serialising_the_shell(
+    make_gatherer: GathererFactory,
+    prom: PrometheusDouble,
+    tempo: TempoDouble,
+    loki: LokiDouble,
+    grafana: GrafanaDouble,
+) -> None:
+    inc = Incident(secret_line="token=abcdef123456").build()
+    inc.load(prom, tempo, loki, grafana)
+    g = await make_gatherer()
+    memo = BundleMemo()
+    for m in _messages(inc, 3):
+        b = await g.gather(m, _received(inc), 5)
+        b.missing.append(Missing(what="x", source="tempo", reason='a "quoted" reason é'))
+        for shell in (
+            b.model_copy(update={"items": []}),
+            b.model_copy(update={"items": [], "query": None, "links": [], "missing": []}),
+        ):
+            assert memo.shell_tokens(shell) == shell_tokens(shell)
