@@ -244,6 +244,15 @@ async def test_a_data_dir_from_before_body_encoding_is_migrated(tmp_path):
         " severity TEXT NOT NULL, alert_count INTEGER NOT NULL, body BLOB NOT NULL,"
         " duplicates INTEGER NOT NULL DEFAULT 0, last_duplicate_at REAL)"
     )
+    old.execute(
+        "CREATE TABLE pages (id INTEGER PRIMARY KEY, group_key TEXT NOT NULL,"
+        " status TEXT NOT NULL, paged_at REAL NOT NULL, degraded INTEGER NOT NULL,"
+        " doc TEXT NOT NULL, resolved_at REAL, resolved_by INTEGER)"
+    )
+    old.execute(
+        "INSERT INTO pages VALUES (7, 'g', 'firing', 1.0, 0, '{\"title\": \"legacy\"}',"
+        " NULL, NULL)"
+    )
     old.commit()
     old.close()
     store = SQLiteStore(tmp_path / "d")
@@ -252,5 +261,7 @@ async def test_a_data_dir_from_before_body_encoding_is_migrated(tmp_path):
         await store.accept(_notification("after-upgrade"))
         [job] = await store.claim("me", 30, 10, 1000)
         assert job.group_key == "after-upgrade"
+        legacy = await store.get_page(7)
+        assert legacy is not None and legacy.doc == {"title": "legacy"}
     finally:
         await store.close()
