@@ -393,8 +393,11 @@ class Gatherer:
         return None
 
     def _primary(self, message: WebhookMessage) -> Alert:
-        firing = [a for a in message.alerts if a.status == "firing"]
-        pool = firing or list(message.alerts)
+        alerts = message.alerts
+        if len(alerts) == 1:  # the usual group of one: no start times to compare
+            return alerts[0]
+        firing = [a for a in alerts if a.status == "firing"]
+        pool = firing or list(alerts)
         return min(pool, key=lambda a: a.starts_at)
 
     def _quantize(self, t: datetime, up: bool) -> datetime:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -79,8 +82,41 @@ def _outcome(status: int) -> str:
     return "server_error"
 
 
+class _Slots:
+    """At most `n` holders; waiters are served earliest deadline first (FIFO among equal
+    deadlines). With more requests queued than the limit lets through (many incidents at
+    once), this finishes the oldest gathers first instead of slowing every gather down
+    until all of them miss their budgets. The limit itself is unchanged."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, deadline: float) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (deadline, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = heapq.heappop(self._waiters)[2]
+            if not fut.done():  # skip waiters that gave up (timed out, cancelled)
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
 class HttpBackend:
-    """GET requests to one backend with a semaphore, single-flight and a TTL cache."""
+    """GET requests to one backend with a concurrency limit, single-flight and a TTL cache."""
 
     MAX_CACHE = 4096
 
@@ -95,7 +131,7 @@ class HttpBackend:
         self.config = config
         self.session = session
         self.cache_ttl = cache_ttl
-        self._sem = asyncio.Semaphore(config.concurrency)
+        self._slots = _Slots(config.concurrency)
         self._inflight: dict[str, asyncio.Future[HttpResponse]] = {}
         self._cache: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
         self._parsed: OrderedDict[tuple[int, str], tuple[HttpResponse, object]] = OrderedDict()
@@ -212,7 +248,7 @@ class HttpBackend:
             if remaining <= 0.001:
                 raise BackendError(self.name, endpoint, "timeout", "no time left in the budget")
             try:
-                resp = await self._once(endpoint, url, headers, remaining)
+                resp = await self._once(endpoint, url, headers, remaining, deadline)
             except BackendError as exc:
                 if exc.kind not in ("timeout", "unavailable") or attempt >= retries:
                     raise
@@ -228,24 +264,33 @@ class HttpBackend:
             await asyncio.sleep(pause)
 
     async def _once(
-        self, endpoint: str, url: str, headers: Mapping[str, str] | None, timeout: float
+        self,
+        endpoint: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        timeout: float,
+        deadline: float | None = None,
     ) -> HttpResponse:
         assert self.session is not None
         started = time.perf_counter()
         outcome = "error"
         try:
-            async with asyncio.timeout(timeout), self._sem:
-                self.sent += 1
-                async with self.session.get(url, headers=self.headers(headers)) as r:
-                    body = await r.read()
-                    self.bytes_received += len(body)
-                    outcome = _outcome(r.status)
-                    return HttpResponse(
-                        status=r.status,
-                        content_type=r.headers.get("Content-Type", ""),
-                        body=body,
-                        url=url,
-                    )
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire(math.inf if deadline is None else deadline)
+                try:
+                    self.sent += 1
+                    async with self.session.get(url, headers=self.headers(headers)) as r:
+                        body = await r.read()
+                        self.bytes_received += len(body)
+                        outcome = _outcome(r.status)
+                        return HttpResponse(
+                            status=r.status,
+                            content_type=r.headers.get("Content-Type", ""),
+                            body=body,
+                            url=url,
+                        )
+                finally:
+                    self._slots.release()
         except TimeoutError:
             outcome = "timeout"
             raise BackendError(

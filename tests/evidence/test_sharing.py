@@ -31,6 +31,7 @@ from enricher.bundle.model import (
 )
 from enricher.bundle.redact import is_secret_key
 from enricher.intake.webhook import WebhookMessage
+from enricher.sources.http import _Slots
 from enricher.sources.loki import LogLine
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.loki import LokiDouble
@@ -260,3 +261,38 @@ async def test_memoised_shell_estimate_equals_serialising_the_shell(
             b.model_copy(update={"items": [], "query": None, "links": [], "missing": []}),
         ):
             assert memo.shell_tokens(shell) == shell_tokens(shell)
+
+
+async def test_backend_slots_serve_the_earliest_deadline_first_and_survive_cancellation() -> None:
+    slots = _Slots(1)
+    await slots.acquire(10.0)  # held
+    order: list[str] = []
+
+    async def wait(name: str, deadline: float) -> None:
+        await slots.acquire(deadline)
+        order.append(name)
+        await asyncio.sleep(0)
+        slots.release()
+
+    late = asyncio.ensure_future(wait("late", 9.0))
+    gives_up = asyncio.ensure_future(wait("gives up", 0.5))
+    early = asyncio.ensure_future(wait("early", 1.0))
+    same = asyncio.ensure_future(wait("same deadline, queued later", 1.0))
+    await asyncio.sleep(0)
+    gives_up.cancel()  # a request timing out in the queue must not take a slot
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(late, early, same)
+    assert order == ["early", "same deadline, queued later", "late"]
+    assert gives_up.cancelled()
+    assert slots.free == 1 and not slots._waiters
+    # granted and cancelled before it could run: the slot is passed on, not lost
+    await slots.acquire(1.0)
+    granted = asyncio.ensure_future(slots.acquire(2.0))
+    other = asyncio.ensure_future(wait("other", 3.0))
+    await asyncio.sleep(0)
+    slots.release()  # hands the slot to `granted`...
+    granted.cancel()  # ...which is cancelled before it resumes
+    await asyncio.gather(other)
+    assert granted.cancelled() and order[-1] == "other"
+    assert slots.free == 1
