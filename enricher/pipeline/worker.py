@@ -84,9 +84,6 @@ class Pipeline:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         self._renewer = asyncio.create_task(self._renew(), name="lease-renewer")
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def accepted(self, job_id: int, msg: WebhookMessage) -> None:
         """A notification was stored: keep its parsed form for the worker, and wake one.
 
@@ -151,6 +148,8 @@ class Pipeline:
         for job in jobs:
             if self._stopping:
                 break
+            if job.id in self.active:  # its lease lapsed while it ran: it is still ours
+                continue
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self.active[job.id] = (task, job.priority)
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
