@@ -157,7 +157,7 @@ async def timed(g: Gatherer, inc: Incident, received: datetime, **msg: Any) -> t
     return time.perf_counter() - t0, b
 
 
-async def bench(urls: list[str], runs: int) -> None:
+async def bench(urls: list[str], runs: int, latency: float) -> None:
     incs = incidents()
     for inc in incs:
         inc.build()
@@ -169,10 +169,12 @@ async def bench(urls: list[str], runs: int) -> None:
     await g.start()
     await timed(g, storm, recv)  # connection warm-up
     lat = []
+    c0 = time.process_time()
     for _ in range(runs):
         dt, b = await timed(g, storm, recv)
         lat.append(dt)
-    print(fmt("1 alert at a time (cache off)", lat))
+    cpu = (time.process_time() - c0) / runs
+    print(fmt("1 alert at a time (cache off)", lat) + f"  gatherer cpu={cpu * 1000:.1f} ms/alert")
     sent0 = dict(g.requests_sent())
     bytes0 = {k: v.bytes_received for k, v in g.http.items()}
     _, b = await timed(g, storm, recv)
@@ -206,11 +208,14 @@ async def bench(urls: list[str], runs: int) -> None:
         await g.gather(m, recv, 8.0)
         return time.perf_counter() - s
 
+    c0 = time.process_time()
     lat = await asyncio.gather(*(one(i) for i in range(N_DISTINCT)))
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     print(
         fmt("200 concurrent groups, one incident (storm)", list(lat))
         + f"  wall={wall * 1000:.0f} ms  backend requests={sum(g.requests_sent().values())}"
+        + f"  gatherer cpu={cpu * 1000:.0f} ms ({cpu / N_DISTINCT * 1e6:.0f} us/alert)"
     )
     await g.close()
 
@@ -219,15 +224,28 @@ async def bench(urls: list[str], runs: int) -> None:
         g = gatherer(urls, **{"backend": {"concurrency": conc}})
         await g.start()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         res = await asyncio.gather(
             *(timed(g, inc, datetime.fromtimestamp(inc.end, UTC)) for inc in incs[1:])
         )
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         found = sum(1 for _, bb in res if bb.culprit is not None)
         print(
             fmt(f"200 concurrent groups, 200 incidents, concurrency {conc}", [d for d, _ in res])
             + f"  wall={wall * 1000:.0f} ms  culprits={found}/{len(res)}"
             + f"  timed_out={sum(bb.stats.timed_out for _, bb in res)}"
+        )
+        # What no scheduling can beat: each backend serves at most `conc` requests per
+        # `latency`, and the gatherer's CPU is one core. Distinct incidents share nothing.
+        sent = g.requests_sent()
+        busiest = max(sent, key=lambda k: sent[k])
+        floor = sent[busiest] * latency / conc
+        print(
+            f"   bound: {busiest} {sent[busiest]} requests at {conc} in flight x "
+            f"{latency * 1000:.0f} ms = {floor:.2f} s for all, {floor / 2:.2f} s for the "
+            f"median even in the best order; gatherer cpu {cpu:.2f} s "
+            f"({cpu / len(res) * 1000:.1f} ms/incident); requests sent {sent}"
         )
         await g.close()
     print(
@@ -246,7 +264,7 @@ def main() -> None:
     try:
         urls = parent.recv()
         print(f"doubles answering in {args.latency * 1000:.0f} ms: {urls}")
-        asyncio.run(bench(urls, args.runs))
+        asyncio.run(bench(urls, args.runs, args.latency))
     finally:
         proc.terminate()
         proc.join(5)
