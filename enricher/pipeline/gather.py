@@ -12,6 +12,11 @@ Guarantees the pipeline relies on:
 - Backends are treated gently: per-backend concurrency limit, identical in-flight requests
   coalesced, answers cached briefly, and query windows rounded so an alert storm of one
   incident shares every request.
+- An alert storm of one incident costs about one gather: concurrent gathers of the same
+  incident join one in-flight collection (each still bounded by its own budget), and what
+  is derived from the shared answers (parsing, span analysis, the bundle's items with their
+  token costs and redacted forms) is computed once and shared. Bundles of one incident
+  therefore share their (read-only) item objects.
 """
 
 from __future__ import annotations

@@ -80,9 +80,10 @@ class ProcessedLogs(BaseModel):
     queries: list[str] = Field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def mask(line: str) -> str:
-    """The line's template. Memoised: error lines repeat (that is why they are templated)."""
+    """The line's template. Memoised: error lines repeat (that is why they are templated);
+    bounded so that even 2,000-character lines hold at most a few tens of MB."""
     for rx, repl in _MASKS:
         line = rx.sub(repl, line)
     return line
