@@ -91,6 +91,8 @@ class StoreConfig(_Model):
     # FULL: a 2xx means the notification reached the disk. NORMAL trades that for speed.
     synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     max_batch: int = Field(default=512, ge=1, le=10_000)
+    # Finished notifications, pages and deploy events older than this are deleted.
+    retention: Seconds = Field(default=14 * 86400.0, ge=3600)
 
 
 class StageTimeouts(_Model):

@@ -63,12 +63,25 @@ class Service:
         self.deploys = DeployIntake(self.store, self.intake.auth)
         self.started = time.time()
         self._stopped = False
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    async def _prune_forever(self, every_s: float = 60.0) -> None:
+        """Keep the store to `store.retention`: a little at a time, never a long commit."""
+        while True:
+            try:
+                before = time.time() - self.config.store.retention
+                while await self.store.prune(before) == 5000:
+                    await asyncio.sleep(0.1)
+            except StoreError as exc:
+                log.warning("pruning old data failed", extra={"error": str(exc)})
+            await asyncio.sleep(every_s)
 
     async def start(self) -> None:
         await self.store.open()
         if self.evidence is not None:
             await self.evidence.start()
         await self.pipeline.start()
+        self._housekeeping = asyncio.create_task(self._prune_forever(), name="retention")
 
     async def stop(self) -> None:
         """Refuse new work, finish or release what is in flight, close the store."""
@@ -76,6 +89,8 @@ class Service:
             return
         self._stopped = True
         self.intake.draining = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         await self.pipeline.stop(self.config.pipeline.shutdown_grace)
         for n in self.notifiers:
             with contextlib.suppress(Exception):

@@ -265,3 +265,24 @@ async def test_a_data_dir_from_before_body_encoding_is_migrated(tmp_path):
         assert legacy is not None and legacy.doc == {"title": "legacy"}
     finally:
         await store.close()
+
+
+async def test_retention_prunes_finished_work_and_keeps_open_jobs(tmp_path):
+    store = SQLiteStore(tmp_path / "d")
+    await store.open()
+    try:
+        for key in ("old-done", "old-open"):
+            n = _notification(key)
+            await store.accept(n.model_copy(update={"received_at": 1000.0}))
+        await store.accept(_notification("new-done"))
+        jobs = {j.group_key: j for j in await store.claim("me", 30, 10, 1000)}
+        for key in ("old-done", "new-done"):
+            await store.set_state(jobs[key].id, "me", JobState.DONE)
+        assert await store.prune(before=time.time() - 3600) == 1
+        left = await store._read(
+            lambda c: sorted(r[0] for r in c.execute("SELECT group_key FROM notifications"))
+        )
+        assert left == ["new-done", "old-open"]
+        assert await store.backlog() == 1
+    finally:
+        await store.close()
