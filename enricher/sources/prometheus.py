@@ -318,40 +318,8 @@ def rank_exemplars(
         suspects = [(c, "most recent exemplar on the alert's series") for c in pool]
 
     seen: set[str] = set()
-    for c, why in suspects:
-        if len(sel.suspects) >= top_n:
-            break
-        if c.trace_id in seen:
-            continue
-        seen.add(c.trace_id)
-        sel.suspects.append(
-            ChosenTrace(
-                trace_id=c.trace_id,
-                role="suspect",
-                reason=why,
-                value=c.value,
-                timestamp=c.timestamp,
-                series=c.series,
-                span_id=c.span_id,
-            )
-        )
-    for c, why in healthy:
-        if len(sel.healthy) >= healthy_n:
-            break
-        if c.trace_id in seen:
-            continue
-        seen.add(c.trace_id)
-        sel.healthy.append(
-            ChosenTrace(
-                trace_id=c.trace_id,
-                role="healthy",
-                reason=why,
-                value=c.value,
-                timestamp=c.timestamp,
-                series=c.series,
-                span_id=c.span_id,
-            )
-        )
+    sel.suspects = _take(suspects, "suspect", top_n, seen)
+    sel.healthy = _take(healthy, "healthy", healthy_n, seen)
     sel.skipped = list(skipped.values())
     if sel.exemplars_seen == 0:
         sel.finding = (
@@ -474,3 +442,32 @@ class PrometheusClient:
             deadline=deadline,
         )
         return self.http.parsed(resp, "samples", lambda: parse_samples(resp, "query_range"))
+
+
+def _take(
+    ranked: list[tuple[_Candidate, str]],
+    role: Literal["suspect", "healthy"],
+    n: int,
+    seen: set[str],
+) -> list[ChosenTrace]:
+    """The first `n` distinct trace ids of a ranking, each with why it was chosen; `seen` is
+    shared between roles, so a trace is never both a suspect and a healthy example."""
+    out: list[ChosenTrace] = []
+    for c, why in ranked:
+        if len(out) >= n:
+            break
+        if c.trace_id in seen:
+            continue
+        seen.add(c.trace_id)
+        out.append(
+            ChosenTrace(
+                trace_id=c.trace_id,
+                role=role,
+                reason=why,
+                value=c.value,
+                timestamp=c.timestamp,
+                series=c.series,
+                span_id=c.span_id,
+            )
+        )
+    return out
