@@ -111,3 +111,12 @@ def test_delegated_subcommands_take_options_before_paths(tmp_path):
     assert json.loads(res.stdout)["counts"]["error"] == 0
     res = _cli("replay", "--no-deliver", str(tmp_path / "missing.json"))
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def test_the_readme_example_notification_is_valid():
+    from enricher.intake.webhook import WebhookMessage
+
+    msg = WebhookMessage.model_validate_json(
+        (REPO / "examples/alertmanager-webhook.json").read_bytes()
+    )
+    assert msg.commonLabels["alertname"] == "CheckoutHighErrorRate"
