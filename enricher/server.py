@@ -31,7 +31,7 @@ from enricher.pipeline.stages import Analyser, Gatherer
 from enricher.pipeline.worker import Pipeline
 from enricher.store import make_store
 from enricher.store.base import PageRecord, StoreError
-from enricher.store.sqlite import SQLiteStore
+from enricher.store.sqlite import PRUNE_BATCH, SQLiteStore
 
 log = logging.getLogger("enricher.server")
 SERVICE: web.AppKey[Service] = web.AppKey("service")
@@ -70,8 +70,8 @@ class Service:
         while True:
             try:
                 before = time.time() - self.config.store.retention
-                while await self.store.prune(before) == 5000:
-                    await asyncio.sleep(0.1)
+                while await self.store.prune(before) == PRUNE_BATCH:
+                    await asyncio.sleep(0.05)
             except StoreError as exc:
                 log.warning("pruning old data failed", extra={"error": str(exc)})
             await asyncio.sleep(every_s)

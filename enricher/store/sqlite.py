@@ -127,6 +127,8 @@ _Item = tuple[_Op, "asyncio.Future[Any]"]
 # (36 KB of JSON) shrinks about 36-fold for 40 us of CPU, far less than writing it to the WAL
 # and then to the database costs. Small ones are not worth it.
 COMPRESS_ABOVE = 4096
+# Deletes run on the event loop inside a group commit: small batches keep that commit short.
+PRUNE_BATCH = 500
 
 
 def _encode(body: bytes) -> tuple[bytes, str]:
@@ -726,7 +728,7 @@ class SQLiteStore:
             ]
         )
 
-    async def prune(self, before: float, limit: int = 5000) -> int:
+    async def prune(self, before: float, limit: int = PRUNE_BATCH) -> int:
         """Delete up to `limit` finished jobs received before `before`, with their notification,
         page and deliveries, and deploy events as old. Bounded, so one commit stays small."""
 
