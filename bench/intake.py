@@ -8,7 +8,8 @@ and a 50-alert group built from it. wrk's Lua script gives every post a unique g
 each one is a new notification that must reach the disk (no cheap duplicate path). wrk is a
 separate C process, which leaves more CPU to the service than a Python load generator.
 
-Reported: posts/s, alerts/s, acknowledgement latency p50 / p99, and stored == acknowledged
+Reported: posts/s, alerts/s, acknowledgement latency p50 / p99, pages delivered per second
+while the load ran and the backlog left at its end, and stored == acknowledged
 (the count of notifications in the database against the 2xx answers wrk received; requests
 still in flight when wrk stops may be stored without wrk seeing their answer, so stored may
 exceed acknowledged by at most the connection count, never fall short).
@@ -77,20 +78,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _commit_stats(url: str) -> dict[str, float]:
-    """Mean group-commit size and duration, from the service's own metrics."""
+def _service_stats(url: str, seconds: float) -> dict[str, float]:
+    """From the service's own metrics: group commits, and how far paging kept up."""
     text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
-    v = {}
+    v: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("enricher_store_commit_seconds", "enricher_store_commit_batch_size"):
-            for suffix in ("_sum", "_count"):
-                if line.startswith(name + suffix + " "):
-                    v[name + suffix] = float(line.split()[1])
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            v[name] = float(value)
     n = v.get("enricher_store_commit_seconds_count", 0) or 1
     return {
         "commits": int(n),
         "mean_commit_ms": round(v.get("enricher_store_commit_seconds_sum", 0) / n * 1000, 2),
         "mean_ops_per_commit": round(v.get("enricher_store_commit_batch_size_sum", 0) / n, 1),
+        # Pages delivered while wrk ran, and the notifications still waiting when it stopped.
+        "pages_per_s": round(v.get('enricher_jobs_total{outcome="done"}', 0) / seconds),
+        "backlog_at_end": int(v.get("enricher_backlog_jobs", 0)),
     }
 
 
@@ -136,7 +139,7 @@ def run_case(name: str, alerts: int, duration: int, connections: int, threads: i
                 timeout=duration + 60,
             ).stdout
             cpu = _cpu_seconds(svc.proc.pid) - cpu0
-            commits = _commit_stats(svc.url)
+            commits = _service_stats(svc.url, duration)
         finally:
             svc.stop()
         line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))

@@ -102,7 +102,11 @@ class StageTimeouts(_Model):
 
 
 class PipelineConfig(_Model):
-    workers: int = Field(default=16, ge=1, le=1024)
+    # Jobs in progress at once. Mostly they wait on backends (a hung Tempo holds one for the
+    # whole gather budget), so this is a count of waits, not of CPUs: too few, and an alert
+    # storm queues behind them and its later pages go out with no time left for evidence.
+    # The backends are protected by their own per-backend limits (sources.*.concurrency).
+    workers: int = Field(default=256, ge=1, le=4096)
     lease: Seconds = 60.0
     # Time from receipt until the page must be out, by severity label; `default` for the rest.
     deadlines: dict[str, Seconds] = Field(default_factory=lambda: {"default": 30.0})

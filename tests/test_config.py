@@ -102,7 +102,7 @@ def test_serve_refuses_to_start_on_invalid_config(tmp_path):
 
 def test_the_example_configuration_is_valid():
     cfg = load_config(REPO / "enricher.example.yaml", environ={})
-    assert cfg.pipeline.workers == 16
+    assert cfg.pipeline.workers == 256
 
 
 def test_delegated_subcommands_take_options_before_paths(tmp_path):

@@ -250,8 +250,7 @@ async def test_a_data_dir_from_before_body_encoding_is_migrated(tmp_path):
         " doc TEXT NOT NULL, resolved_at REAL, resolved_by INTEGER)"
     )
     old.execute(
-        "INSERT INTO pages VALUES (7, 'g', 'firing', 1.0, 0, '{\"title\": \"legacy\"}',"
-        " NULL, NULL)"
+        "INSERT INTO pages VALUES (7, 'g', 'firing', 1.0, 0, '{\"title\": \"legacy\"}', NULL, NULL)"
     )
     old.commit()
     old.close()
@@ -286,3 +285,27 @@ async def test_retention_prunes_finished_work_and_keeps_open_jobs(tmp_path):
         assert await store.backlog() == 1
     finally:
         await store.close()
+
+
+async def test_in_a_storm_every_alert_gets_its_time_for_evidence(make_client):
+    """A hanging backend holds each gather for its whole budget. Workers are slots, not
+    CPUs: a storm of 60 groups must not queue behind them, or the late ones would be paged
+    on time but with no time left to gather any evidence."""
+    rec = Recorder()
+    client = await make_client(
+        {"pipeline": {"deadlines": {"default": 3.0}, "delivery_reserve": 0.5}},
+        notifiers=[rec],
+        gatherer=HangingGatherer(),
+    )
+    for i in range(60):
+        assert (await post(client, webhook_body(groupKey=f"storm-{i}"))).status == 200
+    pages = await wait_pages(client, 60, timeout=30)
+    assert [p["id"] for p in pages if p["paged_at"] > p["deadline"]] == []
+    given = [
+        float(r.split("within ")[1].rstrip("s"))
+        for p in pages
+        for r in p["reasons"]
+        if r.startswith("gather: no result within")
+    ]
+    assert len(given) == 60
+    assert min(given) >= 2.0, sorted(given)[:10]
