@@ -1,8 +1,8 @@
 """The HTTP service: `create_app(config)` builds one, `run(config)` serves it until SIGTERM.
 
 No global state: everything an app needs hangs off its `Service`, so tests can build several.
-Errors become HTTP answers in one place (`errors_middleware`): an unexpected exception is a
-503 (Alertmanager retries it), never a 500 that would drop the notification.
+Errors become HTTP answers in one place (`guarded`): an unexpected exception is a 503
+(Alertmanager retries it), never a 500 that would drop the notification.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import signal
 import time
@@ -61,7 +62,6 @@ class Service:
         )
         self.intake = Intake(config, self.store, self.metrics, self.pipeline.accepted)
         self.deploys = DeployIntake(self.store, self.intake.auth)
-        self.started = time.time()
         self._stopped = False
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -174,8 +174,6 @@ async def _page(request: web.Request) -> web.Response:
 
 
 def _dumps(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
