@@ -43,6 +43,15 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), MARK),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), MARK),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), MARK),
+    # Free text: "secret wJalr...EY", "api key 4f9a...": a secret word, then a long token
+    # that has a digit or / or + in it (so "password reset link sent" stays as it is).
+    (
+        re.compile(
+            r"(?i)\b(secret(?:[_ ]access)?(?:[_ ]key)?|password|passwd|token|api[_ ]?key|"
+            r"access[_ ]key)(\s+)(?=[A-Za-z0-9/+=_\-]*[0-9/+])[A-Za-z0-9/+=_\-]{16,}"
+        ),
+        rf"\1\2{MARK}",
+    ),
     # key=value, key: value, "key": "value" where the key names a secret
     (
         re.compile(
@@ -58,7 +67,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 # not, and skip the dozen substitutions.
 _GATE = re.compile(
     rf"(?i)(://|bearer|authorization|-----BEGIN|AKIA|ASIA|AGPA|AIDA|AROA|ANPA|eyJ|gh[pousr]_|"
-    rf"github_pat_|xox[abprs]-|sk-|AIza|{_SECRET_WORDS})"
+    rf"github_pat_|xox[abprs]-|sk-|AIza|api key|access key|{_SECRET_WORDS})"
 )
 
 

@@ -281,3 +281,17 @@ def test_deploy_context_prefers_exact_times_and_reports_minutes_before_alert() -
     assert ctx.summary.startswith("api 2.0.0 (abc1234) deployed 10 minutes before")
     quiet = combine("api", start, sigs[:1])
     assert quiet.minutes_before_alert is None and "no deploy found" in quiet.summary
+
+
+def test_secrets_written_as_free_text_are_redacted_and_prose_is_not() -> None:
+    from enricher.bundle.redact import redact_text
+
+    aws = "aws key AKIAIOSFODNN7EXAMPLE secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    assert "wJalr" not in redact_text(aws) and "AKIA" not in redact_text(aws)
+    assert "abcdefghijklmnop" not in redact_text("api key abcdefghijklmnopqrstuvwxyz0123 leaked")
+    for prose in (
+        "password reset link sent to user 12345",
+        "token expired after 3600 seconds",
+        "slow query: seq scan on orders (1.1M rows), index not used",
+    ):
+        assert redact_text(prose) == prose
