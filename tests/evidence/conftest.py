@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from enricher.sources.config import SourcesConfig
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.loki import LokiDouble
 from tests.doubles.prometheus import PrometheusDouble
+from tests.doubles.scenario import Incident
 from tests.doubles.tempo import TempoDouble
 
 FIXTURES = (
@@ -62,19 +64,42 @@ async def grafana() -> AsyncIterator[GrafanaDouble]:
 GathererFactory = Callable[..., Awaitable[Gatherer]]
 
 
+@dataclass
+class Doubles:
+    """The four backends of one test, and the way to fill them with an incident."""
+
+    prom: PrometheusDouble
+    tempo: TempoDouble
+    loki: LokiDouble
+    grafana: GrafanaDouble
+
+    @property
+    def all(self) -> tuple[PrometheusDouble, TempoDouble, LokiDouble, GrafanaDouble]:
+        return (self.prom, self.tempo, self.loki, self.grafana)
+
+    def load(self, inc: Incident) -> Incident:
+        inc.build().load(self.prom, self.tempo, self.loki, self.grafana)
+        return inc
+
+
 @pytest.fixture
-async def make_gatherer(
+def doubles(
     prom: PrometheusDouble, tempo: TempoDouble, loki: LokiDouble, grafana: GrafanaDouble
-) -> AsyncIterator[GathererFactory]:
+) -> Doubles:
+    return Doubles(prom, tempo, loki, grafana)
+
+
+@pytest.fixture
+async def make_gatherer(doubles: Doubles) -> AsyncIterator[GathererFactory]:
     """Build a started Gatherer against the doubles; keyword overrides go into SourcesConfig."""
     made: list[Gatherer] = []
 
     async def make(deploys: Any = None, **overrides: Any) -> Gatherer:
         cfg: dict[str, Any] = {
-            "prometheus": {"url": prom.url},
-            "tempo": {"url": tempo.url, "backoff": 0.01},
-            "loki": {"url": loki.url},
-            "grafana": {"url": grafana.url},
+            "prometheus": {"url": doubles.prom.url},
+            "tempo": {"url": doubles.tempo.url, "backoff": 0.01},
+            "loki": {"url": doubles.loki.url},
+            "grafana": {"url": doubles.grafana.url},
         }
         for k, v in overrides.items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -15,12 +15,9 @@ from enricher.intake.webhook import WebhookMessage
 from enricher.pipeline.gather import Gatherer
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import DeployEvent
-from tests.doubles.grafana import GrafanaDouble
-from tests.doubles.loki import LokiDouble
 from tests.doubles.prometheus import PrometheusDouble
 from tests.doubles.scenario import Dep, Incident
-from tests.doubles.tempo import TempoDouble
-from tests.evidence.conftest import GathererFactory
+from tests.evidence.conftest import Doubles, GathererFactory
 
 
 def received(inc: Incident) -> datetime:
@@ -36,28 +33,14 @@ async def run(g: Gatherer, inc: Incident, budget: float = 5.0, **msg: Any) -> Ev
     return await g.gather(message, received(inc), budget)
 
 
-def load(
-    inc: Incident,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
-) -> Incident:
-    inc.build().load(prom, tempo, loki, grafana)
-    return inc
-
-
 # --- findings -------------------------------------------------------------------------------
 
 
 async def test_error_incident_names_the_failing_dependency_with_its_logs_and_deploy(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     b = await run(await make_gatherer(), inc)
     assert b.missing == [], reasons(b)
     assert b.culprit is not None
@@ -83,12 +66,9 @@ async def test_error_incident_names_the_failing_dependency_with_its_logs_and_dep
 
 async def test_error_present_in_healthy_traces_too_is_background_not_culprit(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     b = await run(await make_gatherer(token_budget=20000), inc)
     promo = b.item("contrast:promo:GET /promo/banner")
     assert promo is not None and promo.contrast is not None and promo.contrast.background
@@ -98,10 +78,7 @@ async def test_error_present_in_healthy_traces_too_is_background_not_culprit(
 
 async def test_latency_incident_blames_the_span_whose_self_time_grew(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
     inc = Incident(
         service="search",
@@ -118,7 +95,7 @@ async def test_latency_incident_blames_the_span_whose_self_time_grew(
         culprit_attrs={"db.query.text": "match_all products", "feature_flag.fuzzy": "on"},
         culprit_log="es query took too long: 1400ms, shards 12/12",
     )
-    load(inc, prom, tempo, loki, grafana)
+    doubles.load(inc)
     b = await run(await make_gatherer(), inc)
     assert b.query is not None and b.query.kind == "latency"
     assert b.culprit is not None
@@ -131,12 +108,10 @@ async def test_latency_incident_blames_the_span_whose_self_time_grew(
 
 async def test_deploy_events_posted_by_ci_give_the_deploy_time(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, None)  # type: ignore[arg-type]
+    inc = Incident()
+    inc.build().load(doubles.prom, doubles.tempo, doubles.loki, None)  # type: ignore[arg-type]
     alert_start = datetime.fromtimestamp(inc.end - 60, UTC)
 
     class Store:
@@ -167,14 +142,11 @@ async def test_deploy_events_posted_by_ci_give_the_deploy_time(
 
 async def test_alert_without_generator_url_uses_the_matching_prometheus_rule(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
-    prom.add_rule("OtherAlert", "up == 0", {"severity": "page"})
-    prom.add_rule(
+    inc = doubles.load(Incident())
+    doubles.prom.add_rule("OtherAlert", "up == 0", {"severity": "page"})
+    doubles.prom.add_rule(
         inc.alertname,
         inc.expr,
         {"severity": "critical"},
@@ -187,28 +159,22 @@ async def test_alert_without_generator_url_uses_the_matching_prometheus_rule(
 
 async def test_alert_without_generator_url_and_no_rule_falls_back_to_trace_search(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     b = await run(await make_gatherer(), inc, generator_url=False)
     assert "no Prometheus alerting rule matches" in reasons(b)
     assert b.query is None
     assert b.culprit is not None and b.culprit.service == "ledger"
     assert any(i.exemplar and i.exemplar.source == "traceql" for i in b.items)
-    assert tempo.count("/api/search") >= 1
+    assert doubles.tempo.count("/api/search") >= 1
 
 
 async def test_expression_the_parser_rejects_is_listed_as_missing(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     msg = inc.alert_message()
     msg["alerts"][0]["generatorURL"] = "http://prometheus:9090/graph?g0.expr=" + quote_plus(
         "sum(rate(http_requests_total[5m]"
@@ -216,22 +182,19 @@ async def test_expression_the_parser_rejects_is_listed_as_missing(
     g = await make_gatherer()
     b = await g.gather(WebhookMessage.model_validate(msg), received(inc), 5)
     assert "PromQL rejected by the parser" in reasons(b)
-    assert prom.count("/api/v1/query_exemplars") == 0
+    assert doubles.prom.count("/api/v1/query_exemplars") == 0
 
 
 async def test_exemplars_without_trace_id_or_with_malformed_ids_are_skipped_with_reason(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
     inc = Incident().build()
-    inc.load(None, tempo, loki, grafana)
+    inc.load(None, doubles.tempo, doubles.loki, doubles.grafana)
     series = {"__name__": "http_requests_total", "service": "payments", "status": "500"}
-    prom.add_exemplar(series, {"user": "42"}, 1, inc.end - 5)
-    prom.add_exemplar(series, {"trace_id": "zz-not-hex"}, 1, inc.end - 4)
-    prom.add_exemplar(series, {"trace_id": "0" * 32}, 1, inc.end - 3)
+    doubles.prom.add_exemplar(series, {"user": "42"}, 1, inc.end - 5)
+    doubles.prom.add_exemplar(series, {"trace_id": "zz-not-hex"}, 1, inc.end - 4)
+    doubles.prom.add_exemplar(series, {"trace_id": "0" * 32}, 1, inc.end - 3)
     b = await run(await make_gatherer(), inc)
     text = reasons(b)
     assert "skipped: exemplar has no trace id label" in text
@@ -243,13 +206,10 @@ async def test_exemplars_without_trace_id_or_with_malformed_ids_are_skipped_with
 
 async def test_trace_not_found_in_tempo_is_listed_as_missing(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
     inc = Incident().build()
-    inc.load(prom, None, loki, grafana)
+    inc.load(doubles.prom, None, doubles.loki, doubles.grafana)
     b = await run(await make_gatherer(), inc)
     assert "trace not found (Tempo answered with an empty trace)" in reasons(b)
     assert b.culprit is None
@@ -258,32 +218,26 @@ async def test_trace_not_found_in_tempo_is_listed_as_missing(
 
 async def test_tempo_500_is_retried_and_a_persistent_500_is_listed(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
-    tempo.inject("/api/v2/traces/", status=500, times=1)
+    inc = doubles.load(Incident())
+    doubles.tempo.inject("/api/v2/traces/", status=500, times=1)
     b = await run(await make_gatherer(), inc)
     assert b.culprit is not None and b.missing == [], reasons(b)
-    tempo.clear_faults()
-    tempo.inject("/api/v2/traces/", status=500)
-    before = tempo.count("/api/v2/traces/")
+    doubles.tempo.clear_faults()
+    doubles.tempo.inject("/api/v2/traces/", status=500)
+    before = doubles.tempo.count("/api/v2/traces/")
     b = await run(await make_gatherer(tempo={"retries": 2}), inc)
     assert "HTTP 500" in reasons(b) and b.culprit is None
-    assert tempo.count("/api/v2/traces/") - before == 6 * 3  # 6 traces, 1 try + 2 retries
+    assert doubles.tempo.count("/api/v2/traces/") - before == 6 * 3  # 6 traces, 1 try + 2 retries
 
 
 async def test_tempo_timeout_is_listed_and_the_rest_still_arrives(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
-    tempo.inject("/api/v2/traces/", status=None, delay=3.0)
+    inc = doubles.load(Incident())
+    doubles.tempo.inject("/api/v2/traces/", status=None, delay=3.0)
     g = await make_gatherer(tempo={"timeout": 0.2, "retries": 1})
     t0 = time.monotonic()
     b = await run(g, inc, budget=2.0)
@@ -295,12 +249,9 @@ async def test_tempo_timeout_is_listed_and_the_rest_still_arrives(
 
 async def test_loki_400_is_recorded_as_a_rejected_query(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     g = await make_gatherer(loki={"selector": '{service_name=~".*"}'})
     b = await run(g, inc)
     text = reasons(b)
@@ -311,12 +262,9 @@ async def test_loki_400_is_recorded_as_a_rejected_query(
 
 async def test_5000_log_lines_are_capped_and_collapsed_into_templates(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(extra_log_lines=5000), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident(extra_log_lines=5000))
     g = await make_gatherer(loki={"error_limit": 5000, "max_lines": 100}, token_budget=50000)
     b = await run(g, inc)
     assert b.stats.log_lines_in >= 5000
@@ -335,16 +283,13 @@ async def test_5000_log_lines_are_capped_and_collapsed_into_templates(
 
 async def test_secrets_in_logs_never_reach_the_bundle(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
     secret = (
         "retrying with DSN postgres://ledger:Sup3rS3cret@db:5432/ledger password=hunter2 "
         "Authorization: Bearer tok_abcdefghijklmnop AKIAIOSFODNN7EXAMPLE"
     )
-    inc = load(Incident(secret_line=secret), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident(secret_line=secret))
     b = await run(await make_gatherer(token_budget=30000), inc)
     dump = b.model_dump_json()
     assert "retrying with DSN postgres://ledger:[REDACTED]@db:5432" in dump
@@ -354,13 +299,10 @@ async def test_secrets_in_logs_never_reach_the_bundle(
 
 async def test_gather_returns_within_budget_when_every_backend_hangs(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
-    for d in (prom, tempo, loki, grafana):
+    inc = doubles.load(Incident())
+    for d in doubles.all:
         d.inject("/", status=None, delay=10.0)
     g = await make_gatherer(
         prometheus={"timeout": 30},
@@ -391,12 +333,9 @@ async def test_nothing_configured_gives_a_bundle_listing_each_backend() -> None:
 
 async def test_storm_of_200_alerts_of_one_incident_costs_a_handful_of_requests(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     g = await make_gatherer()
     base = inc.alert_message(n_alerts=200, pod_labels=True)
     messages = []
@@ -410,19 +349,16 @@ async def test_storm_of_200_alerts_of_one_incident_costs_a_handful_of_requests(
     bundles = await asyncio.gather(
         *(g.gather(m, t + timedelta(milliseconds=i * 7), 5) for i, m in enumerate(messages))
     )
-    total = sum(d.count("/api/") + d.count("/loki/") for d in (prom, tempo, loki, grafana))
-    assert total <= 25, {d.url: dict(d.counts) for d in (prom, tempo, loki, grafana)}
+    total = sum(d.count("/api/") + d.count("/loki/") for d in doubles.all)
+    assert total <= 25, {d.url: dict(d.counts) for d in doubles.all}
     assert all(b.culprit is not None and b.culprit.service == "ledger" for b in bundles)
 
 
 async def test_generator_url_host_is_never_contacted(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     trap = PrometheusDouble()
     await trap.start()
     try:
@@ -435,15 +371,12 @@ async def test_generator_url_host_is_never_contacted(
         await trap.stop()
     assert b.culprit is not None
     assert trap.count("/") == 0
-    assert prom.count("/api/v1/query_exemplars") >= 1
+    assert doubles.prom.count("/api/v1/query_exemplars") >= 1
 
 
 async def test_backend_calls_are_timed_in_the_latency_histogram(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
     def count() -> float:
         return (
@@ -454,7 +387,7 @@ async def test_backend_calls_are_timed_in_the_latency_histogram(
             or 0.0
         )
 
-    inc = load(Incident(), prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     before = count()
     await run(await make_gatherer(), inc)
     assert count() - before == 6

@@ -33,12 +33,8 @@ from enricher.bundle.redact import is_secret_key
 from enricher.intake.webhook import WebhookMessage
 from enricher.sources.http import _Slots
 from enricher.sources.loki import LogLine
-from tests.doubles.grafana import GrafanaDouble
-from tests.doubles.loki import LokiDouble
-from tests.doubles.prometheus import PrometheusDouble
 from tests.doubles.scenario import Incident
-from tests.doubles.tempo import TempoDouble
-from tests.evidence.conftest import GathererFactory
+from tests.evidence.conftest import Doubles, GathererFactory
 
 
 def _messages(inc: Incident, n: int) -> list[WebhookMessage]:
@@ -72,14 +68,10 @@ class _Counter:
 
 async def test_storm_parses_and_analyses_each_trace_once_and_builds_the_items_once(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    inc = Incident().build()
-    inc.load(prom, tempo, loki, grafana)
+    inc = doubles.load(Incident())
     analyse = _Counter(gather_mod.analyse_traces)
     parse = _Counter(tempo_mod.parse_trace)
     monkeypatch.setattr(gather_mod, "analyse_traces", analyse)
@@ -94,7 +86,7 @@ async def test_storm_parses_and_analyses_each_trace_once_and_builds_the_items_on
     bundles = first + second
     assert all(b.culprit is not None and b.culprit.service == "ledger" for b in bundles)
     # 3 suspect and 3 healthy traces, each fetched once and parsed once
-    assert tempo.count("/api/v2/traces/") == 6
+    assert doubles.tempo.count("/api/v2/traces/") == 6
     assert parse.calls == 6, parse.calls
     assert analyse.calls == 1, analyse.calls
     assert g._bundle_memo is not None and g._bundle_memo.core_builds == 1
@@ -106,13 +98,9 @@ async def test_storm_parses_and_analyses_each_trace_once_and_builds_the_items_on
 
 async def test_storm_bundles_equal_lone_gathers_of_the_same_alerts(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = Incident(secret_line="db password=hunter2 for ledger").build()
-    inc.load(prom, tempo, loki, grafana)
+    inc = doubles.load(Incident(secret_line="db password=hunter2 for ledger"))
     msgs = _messages(inc, 12)
     # received within one 10 s quantum: one window, one collection
     times = [_received(inc) + timedelta(seconds=1, milliseconds=300 * i) for i in range(len(msgs))]
@@ -135,14 +123,10 @@ async def test_storm_bundles_equal_lone_gathers_of_the_same_alerts(
 
 async def test_a_gather_joining_a_shared_collection_keeps_its_own_budget(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = Incident().build()
-    inc.load(prom, tempo, loki, grafana)
-    tempo.inject("/api/v2/traces/", status=None, delay=1.0)
+    inc = doubles.load(Incident())
+    doubles.tempo.inject("/api/v2/traces/", status=None, delay=1.0)
     g = await make_gatherer()
     long_msg, short_msg = _messages(inc, 2)
     t0 = time.monotonic()
@@ -164,20 +148,16 @@ async def test_a_gather_joining_a_shared_collection_keeps_its_own_budget(
 
 async def test_a_collection_nobody_waits_for_any_more_is_cancelled(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = Incident().build()
-    inc.load(prom, tempo, loki, grafana)
-    tempo.inject("/api/v2/traces/", status=None, delay=2.0)
+    inc = doubles.load(Incident())
+    doubles.tempo.inject("/api/v2/traces/", status=None, delay=2.0)
     g = await make_gatherer()
     bundles = await asyncio.gather(*(g.gather(m, _received(inc), 0.4) for m in _messages(inc, 5)))
     assert all(b.stats.timed_out for b in bundles)
     assert g._shared == {}
     # a later alert starts a fresh collection rather than joining the abandoned one
-    tempo.clear_faults()
+    doubles.tempo.clear_faults()
     b = await g.gather(_messages(inc, 1)[0], _received(inc), 5)
     assert b.culprit is not None and (g.shared_collections, g.shared_joins) == (2, 4)
 
@@ -244,13 +224,9 @@ def test_the_shrunk_cost_floor_never_exceeds_the_shrunk_cost() -> None:
 
 async def test_memoised_shell_estimate_equals_serialising_the_shell(
     make_gatherer: GathererFactory,
-    prom: PrometheusDouble,
-    tempo: TempoDouble,
-    loki: LokiDouble,
-    grafana: GrafanaDouble,
+    doubles: Doubles,
 ) -> None:
-    inc = Incident(secret_line="token=abcdef123456").build()
-    inc.load(prom, tempo, loki, grafana)
+    inc = doubles.load(Incident(secret_line="token=abcdef123456"))
     g = await make_gatherer()
     memo = BundleMemo()
     for m in _messages(inc, 3):
