@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import math
 import time
 from collections import OrderedDict
@@ -72,6 +73,25 @@ class HttpResponse(BaseModel):
 
     def text(self, limit: int = 500) -> str:
         return self.body[:limit].decode("utf-8", "replace").strip()
+
+    def raise_for_status(self, backend: str, endpoint: str) -> None:
+        """Anything but 200 is an error: 400 means the backend rejected our query."""
+        if self.status == 400:
+            raise BackendError(backend, endpoint, "bad_request", self.text(300), 400)
+        if self.status != 200:
+            raise BackendError(
+                backend,
+                endpoint,
+                "http_error",
+                f"HTTP {self.status}: {self.text(200)}",
+                self.status,
+            )
+
+    def parse_json(self, backend: str, endpoint: str) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise BackendError(backend, endpoint, "bad_response", "body is not JSON") from None
 
 
 def _outcome(status: int) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import re
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -105,10 +104,7 @@ def _first(labels: dict[str, str], keys: Iterable[str]) -> str | None:
 def parse_streams(resp: HttpResponse, query: str, service_label: str) -> LogQueryResult:
     """A `streams` answer (structured metadata merged into stream labels, or categorized as a
     third element) into LogLines."""
-    try:
-        doc = json.loads(resp.body)
-    except ValueError:
-        raise BackendError("loki", "query_range", "bad_response", "body is not JSON") from None
+    doc = resp.parse_json("loki", "query_range")
     data = (doc or {}).get("data") or {}
     if doc.get("status") != "success":
         raise BackendError("loki", "query_range", "bad_response", f"status {doc.get('status')}")
@@ -247,16 +243,7 @@ class LokiClient:
             },
             deadline=deadline,
         )
-        if resp.status == 400:
-            raise BackendError("loki", "query_range", "bad_request", resp.text(300), 400)
-        if resp.status != 200:
-            raise BackendError(
-                "loki",
-                "query_range",
-                "http_error",
-                f"HTTP {resp.status}: {resp.text(200)}",
-                resp.status,
-            )
+        resp.raise_for_status("loki", "query_range")
 
         def parse() -> LogQueryResult:
             res = parse_streams(resp, query, self.config.service_label)

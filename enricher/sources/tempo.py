@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from enricher.sources.config import TempoSourceConfig
-from enricher.sources.http import BackendError, HttpBackend, HttpResponse
+from enricher.sources.http import HttpBackend, HttpResponse
 from enricher.sources.prometheus import normalize_trace_id
 
 AttrValue = str | int | float | bool | list[Any] | dict[str, Any] | None
@@ -336,18 +335,8 @@ class TempoClient:
             )
         if resp.status == 400:
             return TraceFetch(trace_id=tid, outcome="bad_id", query=query, detail=resp.text(300))
-        if resp.status != 200:
-            raise BackendError(
-                "tempo",
-                "trace_by_id",
-                "http_error",
-                f"HTTP {resp.status}: {resp.text(200)}",
-                resp.status,
-            )
-        try:
-            doc = json.loads(resp.body)
-        except ValueError:
-            raise BackendError("tempo", "trace_by_id", "bad_response", "body is not JSON") from None
+        resp.raise_for_status("tempo", "trace_by_id")
+        doc = resp.parse_json("tempo", "trace_by_id")
         trace = parse_trace(tid, doc, self.value_limit) if isinstance(doc, dict) else None
         if trace is None:
             return TraceFetch(
@@ -374,18 +363,6 @@ class TempoClient:
             retries=self.config.retries,
             backoff=self.config.backoff,
         )
-        if resp.status == 400:
-            raise BackendError("tempo", "search", "bad_request", resp.text(300), 400)
-        if resp.status != 200:
-            raise BackendError(
-                "tempo",
-                "search",
-                "http_error",
-                f"HTTP {resp.status}: {resp.text(200)}",
-                resp.status,
-            )
-        try:
-            doc = json.loads(resp.body)
-        except ValueError:
-            raise BackendError("tempo", "search", "bad_response", "body is not JSON") from None
+        resp.raise_for_status("tempo", "search")
+        doc = resp.parse_json("tempo", "search")
         return parse_search(doc if isinstance(doc, dict) else {})
