@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -12,6 +14,19 @@ from enricher.pipeline.stages import GatherInput, GatherOutput
 from enricher.store.base import JobState, NewNotification
 from enricher.store.sqlite import SQLiteStore
 from tests.conftest import Recorder, post, service_of, wait_pages, webhook_body
+
+
+@contextlib.asynccontextmanager
+async def receiver(hook: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A real HTTP endpoint for the webhook notifier to page; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/hook"))
+    finally:
+        await server.close()
 
 
 class HangingGatherer:
@@ -77,16 +92,12 @@ async def test_delivery_retries_after_429_honouring_retry_after(make_client):
             return web.Response(status=502, text="bad gateway")
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = TestServer(app)
-    await server.start_server()
-    try:
+    async with receiver(hook) as url:
         client = await make_client(
             {
                 "notifiers": {
                     "log": {"enabled": False},
-                    "webhook": {"url": str(server.make_url("/hook"))},
+                    "webhook": {"url": url},
                 }
             }
         )
@@ -97,8 +108,6 @@ async def test_delivery_retries_after_429_honouring_retry_after(make_client):
         assert delivery["attempts"] == 3
         assert len(calls) == 3
         assert calls[1] - calls[0] >= 0.9  # waited as the receiver asked
-    finally:
-        await server.close()
 
 
 async def test_permanent_delivery_error_is_recorded_not_retried(make_client):
@@ -109,14 +118,8 @@ async def test_permanent_delivery_error_is_recorded_not_retried(make_client):
         calls += 1
         return web.Response(status=400, text="invalid payload")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        client = await make_client(
-            {"notifiers": {"webhook": {"url": str(server.make_url("/hook"))}}}
-        )
+    async with receiver(hook) as url:
+        client = await make_client({"notifiers": {"webhook": {"url": url}}})
         await post(client, webhook_body())
         [page] = await wait_pages(client, 1)
         by_name = {d["notifier"]: d for d in page["deliveries"]}
@@ -124,8 +127,6 @@ async def test_permanent_delivery_error_is_recorded_not_retried(make_client):
         assert "HTTP 400" in by_name["webhook"]["last_error"]
         assert by_name["log"]["state"] == "sent"
         assert calls == 1
-    finally:
-        await server.close()
 
 
 def _notification(key: str, priority: int = 0) -> NewNotification:
