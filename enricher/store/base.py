@@ -148,7 +148,6 @@ class Store(Protocol):
 
     async def latest_firing_page(self, group_key: str, before_id: int) -> PageRecord | None: ...
 
-    async def mark_resolved(self, page_id: int, resolved_by: int, at: float) -> None: ...
 
     async def record_delivery(
         self, page_id: int, notifier: str, state: str, error: str | None, at: float

@@ -205,8 +205,6 @@ class _GroupCommitter:
         self.committing = False
         self.scheduled = False
         self.closed = False
-        self.batches = 0
-        self.ops = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-commit")
 
     def submit(self, op: _Op) -> asyncio.Future[Any]:
@@ -278,8 +276,6 @@ class _GroupCommitter:
             self.loop.call_soon(self._flush)
 
     def _finish(self, items: list[_Item], results: list[tuple[bool, Any]]) -> None:
-        self.batches += 1
-        self.ops += len(items)
         _resolve([(it[1], r) for it, r in zip(items, results, strict=True)])
 
     async def close(self) -> None:
@@ -388,11 +384,6 @@ class SQLiteStore:
         if self._reader is None:
             raise StoreError("store is closed")
         return self._reader.submit(op)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        w = self._writer
-        return {"batches": w.batches, "ops": w.ops} if w else {}
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -631,14 +622,6 @@ class SQLiteStore:
             return self._page_from_row(c, r) if r else None
 
         return await self._read(op)  # type: ignore[no-any-return]
-
-    async def mark_resolved(self, page_id: int, resolved_by: int, at: float) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE pages SET status='resolved', resolved_at=?, resolved_by=? WHERE id=?",
-                (at, resolved_by, page_id),
-            )
-        )
 
     async def record_delivery(
         self, page_id: int, notifier: str, state: str, error: str | None, at: float
