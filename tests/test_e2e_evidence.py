@@ -22,9 +22,8 @@ import pytest
 from tests.doubles.exporter import Exporter
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.loki import LokiDouble
-from tests.doubles.tempo import TempoDouble
+from tests.doubles.tempo import TempoDouble, otlp_from_tempo
 from tests.evidence.conftest import fixture_json
-from tests.evidence.test_contract import otlp_from_tempo
 from tests.realstack import (
     REAL_STACK,
     Alertmanager,

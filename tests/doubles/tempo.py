@@ -333,3 +333,32 @@ class TempoDouble(DoubleServer):
 
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(text="ready\n", content_type="text/plain")
+
+
+def otlp_from_tempo(doc: dict[str, Any]) -> dict[str, Any]:
+    """Recorded Tempo JSON back into OTLP/JSON ingest form (hex ids, integer enums)."""
+    kinds = {v: k for k, v in KIND_NAMES.items()}
+    codes = {v: k for k, v in STATUS_NAMES.items()}
+
+    def h(b: str) -> str:
+        return base64.b64decode(b).hex()
+
+    out = []
+    for rs in doc["trace"]["resourceSpans"] if "trace" in doc else doc["batches"]:
+        scopes = []
+        for ss in rs["scopeSpans"]:
+            spans = []
+            for sp in ss["spans"]:
+                s = dict(
+                    sp, traceId=h(sp["traceId"]), spanId=h(sp["spanId"]), kind=kinds[sp["kind"]]
+                )
+                if "parentSpanId" in sp:
+                    s["parentSpanId"] = h(sp["parentSpanId"])
+                st = dict(sp.get("status") or {})
+                if "code" in st:
+                    st["code"] = codes[st["code"]]
+                s["status"] = st
+                spans.append(s)
+            scopes.append({"scope": ss["scope"], "spans": spans})
+        out.append({"resource": rs["resource"], "scopeSpans": scopes})
+    return {"resourceSpans": out}

@@ -7,7 +7,6 @@ gather tests that rely on the doubles would be testing fiction; these tests catc
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -25,7 +24,7 @@ from enricher.sources.promql import analyse_expression, expr_from_generator_url,
 from enricher.sources.tempo import TempoClient, parse_search, parse_trace
 from tests.doubles.loki import LokiDouble
 from tests.doubles.prometheus import PrometheusDouble
-from tests.doubles.tempo import KIND_NAMES, STATUS_NAMES, TempoDouble
+from tests.doubles.tempo import TempoDouble, otlp_from_tempo
 from tests.evidence.conftest import FIXTURES, fixture_json
 
 TRACE_ID = "b22fc2a2caac4451e1a7afb90ea05a3b"
@@ -205,35 +204,6 @@ def test_recorded_build_info_gives_checkout_version_and_commit() -> None:
 
 
 # --- doubles reproduce the recorded answers ----------------------------------------------------
-
-
-def otlp_from_tempo(doc: dict[str, Any]) -> dict[str, Any]:
-    """Recorded Tempo JSON back into OTLP/JSON ingest form (hex ids, integer enums)."""
-    kinds = {v: k for k, v in KIND_NAMES.items()}
-    codes = {v: k for k, v in STATUS_NAMES.items()}
-
-    def h(b: str) -> str:
-        return base64.b64decode(b).hex()
-
-    out = []
-    for rs in doc["trace"]["resourceSpans"] if "trace" in doc else doc["batches"]:
-        scopes = []
-        for ss in rs["scopeSpans"]:
-            spans = []
-            for sp in ss["spans"]:
-                s = dict(
-                    sp, traceId=h(sp["traceId"]), spanId=h(sp["spanId"]), kind=kinds[sp["kind"]]
-                )
-                if "parentSpanId" in sp:
-                    s["parentSpanId"] = h(sp["parentSpanId"])
-                st = dict(sp.get("status") or {})
-                if "code" in st:
-                    st["code"] = codes[st["code"]]
-                s["status"] = st
-                spans.append(s)
-            scopes.append({"scope": ss["scope"], "spans": spans})
-        out.append({"resource": rs["resource"], "scopeSpans": scopes})
-    return {"resourceSpans": out}
 
 
 async def fetch(
