@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from enricher.evidence import Gatherer
 from enricher.intake.webhook import WebhookMessage
-from enricher.pipeline.gather import Gatherer
 from enricher.sources.config import SourcesConfig
 from tests.doubles.scenario import Dep, Incident
 

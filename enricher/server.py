@@ -21,13 +21,13 @@ from aiohttp import web
 
 from enricher import logs
 from enricher.config import Config
+from enricher.evidence import Gatherer as EvidenceGatherer
+from enricher.evidence import StageGatherer
 from enricher.intake.deploys import DeployIntake, StoredDeploys
 from enricher.intake.handler import Intake
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
 from enricher.notify.base import Notifier
-from enricher.pipeline.gather import Gatherer as EvidenceGatherer
-from enricher.pipeline.gather import StageGatherer
 from enricher.pipeline.stages import Analyser, Gatherer
 from enricher.pipeline.worker import Pipeline
 from enricher.store import make_store

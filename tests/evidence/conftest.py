@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from enricher.pipeline.gather import Gatherer
+from enricher.evidence import Gatherer
 from enricher.sources.config import SourcesConfig
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.loki import LokiDouble

@@ -11,8 +11,8 @@ from urllib.parse import quote_plus
 from prometheus_client import REGISTRY
 
 from enricher.bundle.model import EvidenceBundle
+from enricher.evidence import Gatherer
 from enricher.intake.webhook import WebhookMessage
-from enricher.pipeline.gather import Gatherer
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import DeployEvent
 from tests.doubles.prometheus import PrometheusDouble

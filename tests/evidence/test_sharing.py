@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-import enricher.pipeline.gather as gather_mod
+import enricher.evidence.gather as gather_mod
 import enricher.sources.tempo as tempo_mod
 from enricher.bundle.budget import BudgetEntry, shell_tokens
 from enricher.bundle.build import BundleMemo, _redacted_bundle, redact_bundle

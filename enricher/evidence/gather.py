@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Coroutine, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -40,10 +40,17 @@ from enricher.bundle.model import (
     EvidenceBundle,
     Link,
     Missing,
-    Source,
 )
+from enricher.evidence.run import (
+    _RESERVE_FRACTION,
+    _RESERVE_MAX,
+    _RESERVE_MIN,
+    NOT_CONFIGURED,
+    _reason,
+    _Run,
+)
+from enricher.evidence.sharing import _adopt, _Memo, _Shared
 from enricher.intake.webhook import Alert, WebhookMessage
-from enricher.pipeline.stages import GatherInput, GatherOutput
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import (
     DeploySignal,
@@ -55,7 +62,7 @@ from enricher.sources.deploys import (
     from_trace_resource,
 )
 from enricher.sources.grafana import GrafanaClient
-from enricher.sources.http import BackendError, HttpBackend
+from enricher.sources.http import HttpBackend
 from enricher.sources.loki import LogQueryResult, LokiClient
 from enricher.sources.prometheus import ChosenTrace, PrometheusClient
 from enricher.sources.promql import (
@@ -69,113 +76,6 @@ from enricher.sources.tempo import TempoClient, Trace, TraceFetch, traceql_for
 
 log = logging.getLogger("enricher.gather")
 T = TypeVar("T")
-
-# Kept back from the budget for analysis and building the bundle.
-_RESERVE_MIN = 0.02
-_RESERVE_FRACTION = 0.1
-_RESERVE_MAX = 0.3
-
-
-NOT_CONFIGURED = "not configured"
-
-
-def _reason(exc: BackendError) -> str:
-    return {
-        "not_configured": NOT_CONFIGURED,
-        "timeout": f"timed out ({exc.detail})",
-        "unavailable": f"unreachable ({exc.detail})",
-        "bad_request": f"rejected the query ({exc.detail})",
-        "bad_response": f"unexpected answer ({exc.detail})",
-        "http_error": f"failed ({exc.detail})",
-    }.get(exc.kind, exc.detail)[:400]
-
-
-class _Run:
-    """State of one gather: the evidence so far and the steps still waiting for an answer."""
-
-    def __init__(self, ev: GatheredEvidence, deadline: float) -> None:
-        self.ev = ev
-        self.deadline = deadline
-        self.pending: dict[int, tuple[str, Source, str]] = {}
-        self._n = 0
-
-    def miss(self, what: str, source: Source, reason: str, query: str = "") -> None:
-        self.ev.missing.append(Missing(what=what, source=source, reason=reason, query=query))
-
-    async def step(
-        self, what: str, source: Source, coro: Awaitable[T], query: str = ""
-    ) -> T | None:
-        """Await one backend step; failures become `missing` entries, never exceptions."""
-        self._n += 1
-        key = self._n
-        self.pending[key] = (what, source, query)
-        try:
-            result = await coro
-        except BackendError as exc:
-            self.pending.pop(key, None)
-            self.miss(what, source, _reason(exc), query)
-            return None
-        except asyncio.CancelledError:
-            raise  # stays pending: reported as cut off by the budget
-        except Exception as exc:  # a bug must cost evidence, not the page
-            self.pending.pop(key, None)
-            log.exception("gather step failed", extra={"step": what})
-            self.miss(what, source, f"internal error: {type(exc).__name__}: {exc}"[:300], query)
-            return None
-        self.pending.pop(key, None)
-        return result
-
-
-class _Memo:
-    """Results derived from shared (cached, coalesced) backend answers, reused by every
-    alert of an incident. Keys hold object ids; each entry keeps those objects alive (its
-    `refs`), so an id cannot be reused while the entry exists. Values are read-only."""
-
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self._d: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
-
-    def get(self, key: Hashable, refs: Any, make: Callable[[], T]) -> T:
-        hit = self._d.get(key)
-        if hit is not None:
-            self._d.move_to_end(key)
-            return hit[1]  # type: ignore[no-any-return]
-        value = make()
-        self._d[key] = (refs, value)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
-        return value
-
-
-class _Shared:
-    """A collection run shared by the concurrent gathers of one incident."""
-
-    __slots__ = ("closing", "refs", "run", "task", "waiters")
-
-    def __init__(self, run: _Run, task: asyncio.Future[None]) -> None:
-        self.run = run
-        self.task = task
-        self.waiters = 0
-        self.closing = False  # cancelled: not to be joined any more
-        self.refs: Any = None
-
-
-def _adopt(run: _Run, src: _Run) -> None:
-    """Copy what the shared collection has gathered so far into this gather's evidence;
-    its unanswered steps become this gather's pending steps."""
-    ev, sev = run.ev, src.ev
-    ev.query = sev.query
-    ev.exemplar_query = sev.exemplar_query
-    ev.chosen = list(sev.chosen)
-    ev.traces = dict(sev.traces)
-    ev.trace_logs = dict(sev.trace_logs)
-    ev.service_errors = sev.service_errors
-    ev.deploy_signals = list(sev.deploy_signals)
-    ev.missing.extend(sev.missing)
-    ev.notes.extend(sev.notes)
-    ev.stats.raw_trace_bytes += sev.stats.raw_trace_bytes
-    ev.stats.raw_log_bytes += sev.stats.raw_log_bytes
-    run.pending.update(src.pending)  # empty unless cut off (or a step is still running)
 
 
 class Gatherer:
@@ -903,26 +803,3 @@ def _trace_resource_signal(service: str, res: Any, trace_id: str) -> DeploySigna
     if sig is not None:
         sig.query = f"GET /api/v2/traces/{trace_id}"
     return sig
-
-
-class StageGatherer:
-    """Adapter to `enricher.pipeline.stages.Gatherer` (GatherInput -> GatherOutput).
-
-    The stage runner cancels at exactly its timeout, so the bundle is asked to be ready a
-    little earlier (5 %, at least 50 ms) to be sure it is not lost to that race.
-    """
-
-    def __init__(self, gatherer: Gatherer) -> None:
-        self.gatherer = gatherer
-
-    async def gather(self, inp: GatherInput) -> GatherOutput:
-        budget = max(0.0, inp.budget_s - max(0.05, 0.05 * inp.budget_s))
-        received = datetime.fromtimestamp(inp.received_at, UTC)
-        bundle = await self.gatherer.gather(inp.message, received, budget)
-        # A backend left unconfigured is the operator's choice, not a degraded page.
-        reasons = [
-            f"{m.source}: {m.what}: {m.reason}"
-            for m in bundle.missing
-            if m.reason != NOT_CONFIGURED
-        ]
-        return GatherOutput(bundle=bundle, reasons=reasons)
