@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from enricher.analysis.config import AnalysisConfig
 from enricher.durations import Seconds
 from enricher.sources.config import SourcesConfig
 
@@ -154,6 +155,7 @@ class Config(_Model):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     notifiers: NotifiersConfig = Field(default_factory=NotifiersConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:

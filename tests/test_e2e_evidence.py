@@ -217,7 +217,7 @@ def test_page_names_the_culprit_span_log_line_and_deploy(incident: Enricher) -> 
     lines = [i["log"]["line"] for i in bundle["items"] if i.get("log")]
     assert any("slow query: seq scan on orders (1.1M rows), index not used" in ln for ln in lines)
 
-    deploy = bundle["deploy"]
+    deploy = next(d for d in bundle["deploy"] if d["service"] == "checkout")
     assert (deploy["current_version"], deploy["current_commit"]) == ("2.4.1", "7a3f9c2")
     assert deploy["deploy_time_source"] == "ci_event"
     assert 3 <= deploy["minutes_before_alert"] <= 6

@@ -114,6 +114,14 @@ class TraceAnalysis(BaseModel):
     partial: bool = False
     # span id -> operation, to place log lines (which carry span ids) against operations.
     span_ops: dict[str, str] = Field(default_factory=dict)
+    # Operations with an error span none of whose children erred: where errors start, as
+    # opposed to the ancestors they propagate to.
+    origin_error_ops: list[str] = Field(default_factory=list)
+    # Feature flags seen anywhere in the trace ("feature_flag.x=true"), and the services that
+    # carried each.
+    flags: dict[str, list[str]] = Field(default_factory=dict)
+    # operation -> its parent's operation (first seen), for the failing path.
+    parent_ops: dict[str, str] = Field(default_factory=dict)
 
 
 class Culprit(BaseModel):
@@ -124,13 +132,40 @@ class Culprit(BaseModel):
     # In how many of the suspect traces this operation was the culprit.
     agreeing_traces: int = 1
     suspect_traces: int = 1
+    # How it stands out against healthy traces ("error", "latency", "absent"); empty when
+    # nothing does, and then `confidence` is "low".
+    stands_out: list[str] = Field(default_factory=list)
+    confidence: Literal["high", "medium", "low"] = "medium"
+
+
+class AttrContrast(BaseModel):
+    """How often one attribute value (a feature flag, a service's version) appears in failing
+    traces versus healthy ones. `failing_only` is the strong case: common in failing traces
+    and rare or absent in healthy ones."""
+
+    key: str
+    value: str
+    service: str | None = None
+    services: list[str] = Field(default_factory=list)
+    failing: int = 0
+    failing_total: int = 0
+    healthy: int = 0
+    healthy_total: int = 0
+    failing_only: bool = False
+    text: str = ""
 
 
 class TraceFindings(BaseModel):
     suspects: list[TraceAnalysis] = Field(default_factory=list)
     healthy: list[TraceAnalysis] = Field(default_factory=list)
+    # The top suspect; `culprits` holds every independent suspect, top first.
     culprit: Culprit | None = None
+    culprits: list[Culprit] = Field(default_factory=list)
     contrasts: list[OpContrast] = Field(default_factory=list)
+    flags: list[AttrContrast] = Field(default_factory=list)
+    versions: list[AttrContrast] = Field(default_factory=list)
+    # Why nothing stands out, when nothing does.
+    unknown_reason: str = ""
 
 
 def op_key(service: str, name: str) -> str:
@@ -351,6 +386,30 @@ def analyse_trace(
             )
             if error_idx:
                 reason += " (its errors are also common in healthy traces)"
+    err_set = set(error_idx)
+    origin = {
+        op_key(spans[i].service, spans[i].name)
+        for i in error_idx
+        if not any(c in err_set for c in tree.children[i])
+    }
+    parent_ops: dict[str, str] = {}
+    flags: dict[str, set[str]] = defaultdict(set)
+    for i, s in enumerate(spans):
+        k = op_key(s.service, s.name)
+        for c in tree.children[i]:
+            parent_ops.setdefault(op_key(spans[c].service, spans[c].name), k)
+        for fk, fv in s.attributes.items():
+            if fk.startswith("feature_flag."):
+                flags[f"{fk}={_flag_value(fv)}"].add(s.service)
+        for e in s.events:
+            key = e.attributes.get("feature_flag.key")
+            if key:
+                val = (
+                    e.attributes.get("feature_flag.result.variant")
+                    or e.attributes.get("feature_flag.result.value")
+                    or e.attributes.get("feature_flag.variant")
+                )
+                flags[f"feature_flag.{key}={_flag_value(val)}"].add(s.service)
     ta = TraceAnalysis(
         trace_id=trace.trace_id,
         role=role,
@@ -366,8 +425,17 @@ def analyse_trace(
         resources=resources,
         partial=trace.partial,
         span_ops={s.span_id: op_key(s.service, s.name) for s in spans},
+        origin_error_ops=sorted(origin),
+        flags={k: sorted(v) for k, v in flags.items()},
+        parent_ops=parent_ops,
     )
     return ta
+
+
+def _flag_value(v: AttrValue) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
 
 
 # --- across traces ------------------------------------------------------------------------
@@ -416,7 +484,8 @@ def analyse_traces(
     suspects: Sequence[Trace],
     healthy: Sequence[Trace] = (),
 ) -> TraceFindings:
-    """Analyse failing/slow traces against healthy ones and name one culprit span."""
+    """Analyse failing/slow traces against healthy ones: every operation that stands out
+    (`culprits`, top first) and the top suspect (`culprit`)."""
     # First pass: plain facts, to learn which ops err or are slow in healthy traces too.
     # Each suspect's tree is built once and reused by the second pass.
     trees = {id(t): _Tree(t.spans) for t in suspects if t.spans}
@@ -434,10 +503,44 @@ def analyse_traces(
         for t in suspects
         if t.spans
     ]
-    findings = TraceFindings(suspects=final_s, healthy=first_h, contrasts=contrasts)
+    findings = TraceFindings(
+        suspects=final_s,
+        healthy=first_h,
+        contrasts=contrasts,
+        flags=_flag_contrasts(final_s, first_h),
+        versions=_version_contrasts(final_s, first_h),
+    )
+    voted = _voted_culprit(final_s, contrasts)
+    if first_h:
+        by_trace = {t.trace_id: trees[id(t)] for t in suspects if t.spans}
+        standouts = _standouts(final_s, first_h, contrasts, by_trace)
+        if standouts:
+            findings.culprits = standouts
+            findings.culprit = standouts[0]
+            return findings
+        findings.unknown_reason = (
+            f"no operation differs between {len(final_s)} failing and {len(first_h)} healthy "
+            "traces: compared errors, self time and presence of every operation"
+        )
+        if voted is not None:
+            voted.confidence = "low"
+            voted.reason += "; it does not stand out against the healthy traces"
+        findings.culprit = voted
+        return findings
+    # Nothing to contrast with: the per-trace judgement alone, and said so.
+    if voted is not None:
+        voted.confidence = "medium" if voted.span.status == "error" else "low"
+        voted.reason += "; no healthy traces to compare with"
+        findings.culprit = voted
+        findings.culprits = [voted]
+    return findings
+
+
+def _voted_culprit(final_s: list[TraceAnalysis], contrasts: list[OpContrast]) -> Culprit | None:
+    """The operation most suspect traces name as their own culprit."""
     votes = Counter(t.culprit.op for t in final_s if t.culprit is not None)
     if not votes:
-        return findings
+        return None
     by_op = {c.op: c for c in contrasts}
     best_op, n = max(
         votes.items(),
@@ -455,7 +558,7 @@ def analyse_traces(
     reason = best.culprit_reason
     if contrast is not None and contrast.text:
         reason += f"; {contrast.text}"
-    findings.culprit = Culprit(
+    return Culprit(
         span=best.culprit,
         trace_id=best.trace_id,
         reason=reason,
@@ -463,4 +566,182 @@ def analyse_traces(
         agreeing_traces=n,
         suspect_traces=len(final_s),
     )
-    return findings
+
+
+# An operation stands out on latency when its self time in a failing trace is at least this
+# many times, and this many milliseconds above, its median self time in healthy traces.
+LATENCY_RATIO = 2.0
+LATENCY_EXCESS_MS = 20.0
+# ... and is a suspect at all when it stands out in at least this share of failing traces.
+MIN_RECURRENCE = 0.3
+MAX_CULPRITS = 5
+
+
+def _standouts(
+    suspects: list[TraceAnalysis],
+    healthy: list[TraceAnalysis],
+    contrasts: list[OpContrast],
+    trees: dict[str, _Tree],
+) -> list[Culprit]:
+    """Every operation that behaves differently in failing traces, by its own doing.
+
+    Per failing trace, an operation stands out when it is where an error starts (an error
+    span with no erring child; its ancestors only pass the error on) and it errs rarely in
+    healthy traces; when its self time is well above its healthy self time; or when it does
+    not occur in healthy traces at all and costs time or errs. Operations standing out in
+    enough failing traces are independent suspects: two regressions at once give two."""
+    fs, hs = len(suspects), len(healthy)
+    healthy_err = Counter(op for t in healthy for op in set(t.error_ops))
+    healthy_ops = {op for t in healthy for op in t.op_self_ms}
+    by_op = {c.op: c for c in contrasts}
+    hits: dict[str, dict[str, list[TraceAnalysis]]] = defaultdict(lambda: defaultdict(list))
+    for t in suspects:
+        origin = set(t.origin_error_ops)
+        for op, self_ms in t.op_self_ms.items():
+            c = by_op.get(op)
+            if op in origin and healthy_err[op] / hs < 0.5 * (
+                sum(op in x.origin_error_ops for x in suspects) / fs
+            ):
+                hits[op]["error"].append(t)
+            if c is not None and c.healthy_self_ms is not None:
+                base = c.healthy_self_ms
+                if self_ms >= LATENCY_RATIO * base and self_ms - base >= LATENCY_EXCESS_MS:
+                    hits[op]["latency"].append(t)
+            elif op not in healthy_ops and (self_ms >= LATENCY_EXCESS_MS or op in origin):
+                hits[op]["absent"].append(t)
+    ranked: list[tuple[float, str, list[str], list[TraceAnalysis]]] = []
+    for op, kinds in hits.items():
+        traces = {t.trace_id: t for ts in kinds.values() for t in ts}
+        recurrence = len(traces) / fs
+        if recurrence < MIN_RECURRENCE and len(traces) < 2:
+            continue
+        c = by_op.get(op)
+        excess = 0.0
+        if c is not None and c.slow_self_ms is not None:
+            excess = c.slow_self_ms - (c.healthy_self_ms or 0.0)
+        score = 2 * recurrence + (1.0 if "error" in kinds else 0.0) + min(1.0, excess / 1000)
+        ranked.append((score, op, sorted(kinds), list(traces.values())))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    out: list[Culprit] = []
+    for _score, op, kinds, traces in ranked[:MAX_CULPRITS]:
+        best_t, best_i = _representative(op, traces, trees)
+        tree = trees[best_t.trace_id]
+        f = tree.facts.get(best_i)
+        if f is None:
+            f = tree.facts[best_i] = span_facts(
+                tree.spans[best_i],
+                tree.depth[best_i],
+                tree.self_ns[best_i],
+                best_i in tree.critical,
+            )
+        c = by_op.get(op)
+        words = {
+            "error": "errors start here",
+            "latency": "self time well above healthy traces",
+            "absent": "absent from healthy traces",
+        }
+        reason = f"stands out in {len(traces)}/{fs} failing traces: " + ", ".join(
+            words[k] for k in kinds
+        )
+        if c is not None and c.text:
+            reason += f"; {c.text}"
+        recurrence = len(traces) / fs
+        strong = "error" in kinds or (
+            c is not None
+            and c.healthy_self_ms is not None
+            and c.slow_self_ms is not None
+            and c.slow_self_ms >= 3 * max(c.healthy_self_ms, 1.0)
+        )
+        out.append(
+            Culprit(
+                span=f,
+                trace_id=best_t.trace_id,
+                reason=reason,
+                contrast=c,
+                agreeing_traces=len(traces),
+                suspect_traces=fs,
+                stands_out=kinds,
+                confidence="high" if recurrence >= 0.6 and strong else "medium",
+            )
+        )
+    return out
+
+
+def _representative(
+    op: str, traces: list[TraceAnalysis], trees: dict[str, _Tree]
+) -> tuple[TraceAnalysis, int]:
+    """The span of `op` to show: an erring one first, then the largest self time."""
+    best: tuple[tuple[bool, int], TraceAnalysis, int] | None = None
+    for t in traces:
+        tree = trees[t.trace_id]
+        for i, s in enumerate(tree.spans):
+            if op_key(s.service, s.name) != op:
+                continue
+            key = (_is_error(s), tree.self_ns[i])
+            if best is None or key > best[0]:
+                best = (key, t, i)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _flag_contrasts(
+    suspects: list[TraceAnalysis], healthy: list[TraceAnalysis]
+) -> list[AttrContrast]:
+    out = []
+    fs, hs = len(suspects), len(healthy)
+    keys = sorted({k for t in suspects + healthy for k in t.flags})
+    for k in keys:
+        name, _, value = k.partition("=")
+        f = sum(k in t.flags for t in suspects)
+        h = sum(k in t.flags for t in healthy)
+        services = sorted({s for t in suspects + healthy for s in t.flags.get(k, [])})
+        out.append(_attr(name, value, None, services, f, fs, h, hs))
+    return out
+
+
+def _version_contrasts(
+    suspects: list[TraceAnalysis], healthy: list[TraceAnalysis]
+) -> list[AttrContrast]:
+    out = []
+    fs, hs = len(suspects), len(healthy)
+    seen: dict[tuple[str, str], tuple[int, int]] = {}
+    for role, traces in (("f", suspects), ("h", healthy)):
+        for t in traces:
+            for svc, res in t.resources.items():
+                v = res.get("service.version")
+                if v in (None, ""):
+                    continue
+                f, h = seen.get((svc, str(v)), (0, 0))
+                seen[(svc, str(v))] = (f + 1, h) if role == "f" else (f, h + 1)
+    for (svc, v), (f, h) in sorted(seen.items()):
+        out.append(_attr("service.version", v, svc, [svc], f, fs, h, hs))
+    return out
+
+
+def _attr(
+    key: str,
+    value: str,
+    service: str | None,
+    services: list[str],
+    f: int,
+    fs: int,
+    h: int,
+    hs: int,
+) -> AttrContrast:
+    failing_only = bool(fs and hs and f / fs >= 0.5 and h / hs <= 0.25 * (f / fs))
+    where = f"{service} " if service else ""
+    text = f"{where}{key}={value} in {f}/{fs} failing traces, " + (
+        f"{h}/{hs} healthy" if hs else "no healthy traces to compare"
+    )
+    return AttrContrast(
+        key=key,
+        value=value,
+        service=service,
+        services=services,
+        failing=f,
+        failing_total=fs,
+        healthy=h,
+        healthy_total=hs,
+        failing_only=failing_only,
+        text=text + (" - only in failing traces" if failing_only else ""),
+    )

@@ -14,7 +14,7 @@ Priorities (lower = kept first under the token budget):
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from enricher.analysis.spans import SpanFacts, TraceFindings
+from enricher.analysis.spans import Culprit, SpanFacts, TraceFindings, op_key
 from enricher.bundle.budget import (
     SHELL_SLACK,
     BudgetEntry,
@@ -45,6 +45,7 @@ from enricher.bundle.model import (
 )
 from enricher.bundle.redact import redact_deep, redact_text
 from enricher.sources.deploys import DeployContext, DeploySignal
+from enricher.sources.grafana import Annotation
 from enricher.sources.loki import LogQueryResult, ProcessedLogs, process
 from enricher.sources.prometheus import ChosenTrace
 from enricher.sources.promql import AlertQuery
@@ -86,7 +87,10 @@ class GatheredEvidence(BaseModel):
     trace_logs: dict[str, list[LogQueryResult]] = Field(default_factory=dict)
     service_errors: LogQueryResult | None = None
     deploy_signals: list[DeploySignal] = Field(default_factory=list)
-    deploy: DeployContext | None = None
+    # Grafana deploy annotations of the window, matched to each service at the end.
+    annotations: list[Annotation] = Field(default_factory=list)
+    annotations_query: str = ""
+    deploy: list[DeployContext] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)
     missing: list[Missing] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
@@ -135,7 +139,7 @@ class BundleCore:
     traces, their logs, service error lines), not on the alert: every item except the
     deploy items, the culprit summary, and what building them adds to stats and notes."""
 
-    __slots__ = ("culprit", "entries", "log_lines_in", "note", "refs")
+    __slots__ = ("culprit", "culprits", "entries", "log_lines_in", "no_standout", "note", "refs")
 
     def __init__(
         self,
@@ -149,6 +153,8 @@ class BundleCore:
         self.log_lines_in = log_lines_in
         self.note = note
         self.refs: tuple[Any, ...] = ()
+        self.culprits: list[CulpritSummary] = []
+        self.no_standout = ""
 
 
 class BundleMemo:
@@ -222,7 +228,7 @@ class BundleMemo:
             n += len(name) + 3  # "name":
             if v is None:
                 n += 4
-            elif name in ("query", "culprit", "deploy"):
+            elif name in ("query", "culprit"):
                 n += self.json_len(id(v), v, v)
             elif name == "links":
                 n += _joined(
@@ -294,60 +300,28 @@ def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
         return fetch.query if fetch is not None else f"GET /api/v2/traces/{tid}"
 
     # --- spans ---------------------------------------------------------------------------
+    suspects_in_order: list[Culprit] = []
     if culprit is not None:
-        s = culprit.span
-        cid = _span_item_id(s, used_ids)
-        items.append(
-            EvidenceItem(
-                id=cid,
-                kind="span",
-                source="tempo",
-                query=trace_query(culprit.trace_id),
-                priority=0,
-                summary=_span_summary(s),
-                span=s,
-            )
-        )
-        key = {k: s.attributes[k] for k in _KEY_ATTRS if k in s.attributes}
-        key.update(s.feature_flags)
-        exc = ""
-        if s.exceptions:
-            exc = f"{s.exceptions[0].type}: {s.exceptions[0].message}".strip(": ")
-        culprit_summary = CulpritSummary(
-            item_id=cid,
-            trace_id=culprit.trace_id,
-            service=s.service,
-            operation=s.name,
-            duration_ms=s.duration_ms,
-            self_ms=s.self_ms,
-            status=s.status,
-            reason=culprit.reason,
-            contrast=culprit.contrast.text if culprit.contrast else "",
-            agreeing_traces=culprit.agreeing_traces,
-            suspect_traces=culprit.suspect_traces,
-            key_attributes=key,
-            exception=exc,
-        )
-        if culprit.contrast is not None:
-            items.append(
-                EvidenceItem(
-                    id=f"contrast:{culprit.contrast.op}",
-                    kind="contrast",
-                    source="analysis",
-                    priority=2,
-                    summary=culprit.contrast.text,
-                    contrast=culprit.contrast,
-                    query="suspect vs healthy traces: "
-                    + ", ".join(t.trace_id for t in f.suspects + f.healthy)
-                    if f
-                    else "",
-                )
-            )
+        suspects_in_order.append(culprit)
+    if f is not None:
+        suspects_in_order += [c for c in f.culprits if c is not culprit]
+    summaries: list[CulpritSummary] = []
+    shown_spans: set[str] = set()
+    for n, cp in enumerate(suspects_in_order):
+        item, summary, contrast_item = _culprit_items(cp, n, used_ids, trace_query, f)
+        shown_spans.add(cp.span.span_id)
+        items.append(item)
+        if contrast_item is not None and contrast_item.id not in used_ids:
+            used_ids.add(contrast_item.id)
+            items.append(contrast_item)
+        summaries.append(summary)
+    culprit_summary = summaries[0] if culprit is not None else None
+    culprits_out = summaries if f is not None and f.culprits else []
     if f is not None:
         for t in f.suspects:
             prio = 3 if t.trace_id == culprit_trace else 5
             extra = [*t.error_spans, *t.critical_path]
-            seen_spans = {culprit.span.span_id} if culprit is not None else set()
+            seen_spans = set(shown_spans)
             for s in extra:
                 if s.span_id in seen_spans:
                     continue
@@ -391,9 +365,7 @@ def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
                 )
             )
         for c in f.contrasts:
-            if culprit is not None and culprit.contrast is not None and c.op == culprit.contrast.op:
-                continue
-            if not c.text:
+            if not c.text or f"contrast:{c.op}" in used_ids:
                 continue
             items.append(
                 EvidenceItem(
@@ -405,6 +377,8 @@ def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
                     contrast=c,
                 )
             )
+    if f is not None:
+        items.extend(_attribute_items(f))
     for c in ev.chosen:
         items.append(
             EvidenceItem(
@@ -507,8 +481,105 @@ def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
             )
     if culprit_summary is not None:
         culprit_summary.log_item_ids = culprit_logs[:10]
+    for extra in summaries[1:]:
+        extra.log_item_ids = [
+            i.id
+            for i in items
+            if i.log is not None and span_ops.get(i.log.span_id or "") == extra_op(extra)
+        ][:10]
 
-    return BundleCore([BudgetEntry(i) for i in items], culprit_summary, lines_in, note)
+    core = BundleCore([BudgetEntry(i) for i in items], culprit_summary, lines_in, note)
+    core.culprits = culprits_out
+    core.no_standout = f.unknown_reason if f is not None else ""
+    return core
+
+
+def extra_op(c: CulpritSummary) -> str:
+    return op_key(c.service, c.operation)
+
+
+def _culprit_items(
+    cp: Culprit,
+    n: int,
+    used_ids: set[str],
+    trace_query: Callable[[str], str],
+    f: TraceFindings | None,
+) -> tuple[EvidenceItem, CulpritSummary, EvidenceItem | None]:
+    """The span item of one suspect (the top one first: priority 0), its summary, and the
+    contrast item that shows how it stands out."""
+    s = cp.span
+    cid = _span_item_id(s, used_ids)
+    item = EvidenceItem(
+        id=cid,
+        kind="span",
+        source="tempo",
+        query=trace_query(cp.trace_id),
+        priority=0 if n == 0 else 1,
+        summary=_span_summary(s),
+        span=s,
+    )
+    key = {k: s.attributes[k] for k in _KEY_ATTRS if k in s.attributes}
+    key.update(s.feature_flags)
+    exc = ""
+    if s.exceptions:
+        exc = f"{s.exceptions[0].type}: {s.exceptions[0].message}".strip(": ")
+    contrast_item: EvidenceItem | None = None
+    if cp.contrast is not None:
+        contrast_item = EvidenceItem(
+            id=f"contrast:{cp.contrast.op}",
+            kind="contrast",
+            source="analysis",
+            priority=2,
+            summary=cp.contrast.text,
+            contrast=cp.contrast,
+            query="suspect vs healthy traces: "
+            + ", ".join(t.trace_id for t in f.suspects + f.healthy)
+            if f
+            else "",
+        )
+    summary = CulpritSummary(
+        item_id=cid,
+        trace_id=cp.trace_id,
+        service=s.service,
+        operation=s.name,
+        duration_ms=s.duration_ms,
+        self_ms=s.self_ms,
+        status=s.status,
+        reason=cp.reason,
+        contrast=cp.contrast.text if cp.contrast else "",
+        agreeing_traces=cp.agreeing_traces,
+        suspect_traces=cp.suspect_traces,
+        key_attributes=key,
+        exception=exc,
+        stands_out=list(cp.stands_out),
+        confidence=cp.confidence,
+        contrast_item_id=contrast_item.id if contrast_item is not None else None,
+    )
+    return item, summary, contrast_item
+
+
+def _attribute_items(f: TraceFindings) -> list[EvidenceItem]:
+    """Flags and versions worth a look: those seen only on failing traces first, then a
+    service running more than one version in the window; a version that every trace runs
+    says nothing, and is left out."""
+    out = []
+    multi = Counter(v.service for v in f.versions)
+    for a in [*f.flags, *f.versions]:
+        if a.key == "service.version" and not a.failing_only and multi[a.service] < 2:
+            continue
+        where = f"{a.service}:" if a.service else ""
+        out.append(
+            EvidenceItem(
+                id=f"attr:{where}{a.key}={a.value}"[:200],
+                kind="attribute",
+                source="analysis",
+                query="attribute values of suspect vs healthy traces",
+                priority=2 if a.failing_only else 6,
+                summary=a.text,
+                attribute=a,
+            )
+        )
+    return out
 
 
 _DEPLOY_SOURCES: dict[str, Any] = {
@@ -548,8 +619,10 @@ def build_bundle(
     if core.note is not None:
         ev.notes.append(core.note)
     entries = list(core.entries)
-    if ev.deploy is not None:
-        for n, sig in enumerate(ev.deploy.signals, 1):
+    n = 0
+    for ctx in ev.deploy:
+        for sig in ctx.signals:
+            n += 1
             entries.append(
                 memo.deploy_entry(n, sig) if memo is not None else BudgetEntry(_deploy_item(n, sig))
             )
@@ -559,6 +632,8 @@ def build_bundle(
         alert=ev.alert,
         query=ev.query,
         culprit=core.culprit,
+        culprits=core.culprits,
+        no_standout=core.no_standout,
         deploy=ev.deploy,
         items=[],
         links=ev.links,
@@ -605,12 +680,18 @@ def _redacted_bundle(
             ("link", x.kind, x.title, x.url, x.from_alert), None, lambda: _redact_model(x)
         )
 
+    culprit = shared(shell.culprit)
     return EvidenceBundle.model_construct(
         schema_version=redact_text(shell.schema_version),
         alert=_redact_model(shell.alert),
         query=shared(shell.query),
-        culprit=shared(shell.culprit),
-        deploy=shared(shell.deploy),
+        culprit=culprit,
+        culprits=[culprit if c is shell.culprit else _redact_model(c) for c in shell.culprits],
+        no_standout=redact_text(shell.no_standout),
+        deploy=[
+            memo.redacted(id(d), d, lambda d=d: _redact_model(d)) if memo else _redact_model(d)
+            for d in shell.deploy
+        ],
         items=items,
         links=[link(x) for x in shell.links],
         missing=[_redact_model(x) for x in shell.missing],

@@ -10,21 +10,25 @@ is bounded by a token budget applied by priority (culprit first, noise last).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from enricher.analysis.spans import OpContrast, SpanFacts
+from enricher.analysis.spans import AttrContrast, OpContrast, SpanFacts
 from enricher.sources.deploys import DeployContext, DeploySignal
 from enricher.sources.loki import LogLine, LogTemplate
 from enricher.sources.prometheus import ChosenTrace
 from enricher.sources.promql import AlertQuery
 from enricher.sources.tempo import AttrValue
 
-SCHEMA_VERSION = "1"
+# 2: `deploy` is a list (one entry per service on the failing path, the culprit's first),
+#    `culprits` lists every independent suspect, items of kind "attribute".
+SCHEMA_VERSION = "2"
 
 Source = Literal["alertmanager", "prometheus", "tempo", "loki", "grafana", "ci", "analysis"]
-ItemKind = Literal["span", "log", "log_template", "exemplar", "trace", "contrast", "deploy"]
+ItemKind = Literal[
+    "span", "log", "log_template", "exemplar", "trace", "contrast", "deploy", "attribute"
+]
 
 
 class AlertInfo(BaseModel):
@@ -88,6 +92,7 @@ class EvidenceItem(BaseModel):
     trace: TraceOverview | None = None
     contrast: OpContrast | None = None
     deploy: DeploySignal | None = None
+    attribute: AttrContrast | None = None
 
 
 class CulpritSummary(BaseModel):
@@ -107,6 +112,11 @@ class CulpritSummary(BaseModel):
     key_attributes: dict[str, AttrValue] = Field(default_factory=dict)
     exception: str = ""
     log_item_ids: list[str] = Field(default_factory=list)
+    # How the operation stands out against healthy traces (error, latency, absent); empty,
+    # with confidence "low", when nothing does.
+    stands_out: list[str] = Field(default_factory=list)
+    confidence: Literal["high", "medium", "low"] = "medium"
+    contrast_item_id: str | None = None
 
 
 class BudgetInfo(BaseModel):
@@ -132,8 +142,13 @@ class EvidenceBundle(BaseModel):
     schema_version: str = SCHEMA_VERSION
     alert: AlertInfo
     query: AlertQuery | None = None
+    # The top suspect (confidence "low" when nothing stands out against healthy traces).
     culprit: CulpritSummary | None = None
-    deploy: DeployContext | None = None
+    # Every independent suspect, top first; empty when nothing stands out.
+    culprits: list[CulpritSummary] = Field(default_factory=list)
+    # Why no operation stands out, when none does (what was compared).
+    no_standout: str = ""
+    deploy: list[DeployContext] = Field(default_factory=list)
     items: list[EvidenceItem] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)
     missing: list[Missing] = Field(default_factory=list)
@@ -141,6 +156,22 @@ class EvidenceBundle(BaseModel):
     findings: list[str] = Field(default_factory=list)
     budget: BudgetInfo
     stats: GatherStats = Field(default_factory=GatherStats)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Bundles stored by schema 1 (pages, jobs, files given to `enricher replay`)."""
+        if isinstance(data, dict) and str(data.get("schema_version", "1")) == "1":
+            data = dict(data)
+            d = data.get("deploy")
+            data["deploy"] = [] if d is None else [d] if isinstance(d, dict) else d
+            if data.get("culprit") and not data.get("culprits"):
+                data["culprits"] = [data["culprit"]]
+            data["schema_version"] = SCHEMA_VERSION
+        return data
+
+    def deploy_of(self, service: str) -> DeployContext | None:
+        return next((d for d in self.deploy if d.service == service), None)
 
     def item(self, item_id: str) -> EvidenceItem | None:
         return next((i for i in self.items if i.id == item_id), None)

@@ -53,6 +53,7 @@ from enricher.evidence.sharing import _adopt, _Memo, _Shared
 from enricher.intake.webhook import Alert, WebhookMessage
 from enricher.sources.config import SourcesConfig
 from enricher.sources.deploys import (
+    DeployContext,
     DeploySignal,
     DeploySource,
     combine,
@@ -392,7 +393,7 @@ class Gatherer:
         ):
             if not configured:
                 run.miss(what, source, NOT_CONFIGURED)  # type: ignore[arg-type]
-        jobs: list[Coroutine[Any, Any, None]] = [self._chain(run, message)]
+        jobs: list[Coroutine[Any, Any, None]] = [self._chain_and_deploys(run, message)]
         if ev.service:
             jobs += [
                 self._service_errors(run),
@@ -618,23 +619,23 @@ class Gatherer:
             ("log_bytes", id(r)), r, lambda: sum(len(ln.line) + 60 for ln in r.lines)
         )
 
-    async def _build_info(self, run: _Run) -> None:
+    async def _build_info(self, run: _Run, service: str | None = None) -> None:
         ev = run.ev
-        if not self.prometheus.configured or not ev.service:
+        service = service or ev.service
+        if not self.prometheus.configured or not service:
             return
-        q = self.prometheus.build_info_query(ev.service)
+        q = self.prometheus.build_info_query(service)
         series = await run.step(
-            "build info",
+            f"build info of {service}",
             "prometheus",
             self.prometheus.build_info(
-                ev.service, ev.window_start.timestamp(), ev.window_end.timestamp(), run.deadline
+                service, ev.window_start.timestamp(), ev.window_end.timestamp(), run.deadline
             ),
             q,
         )
         if series is None:
             return
         c = self.config.prometheus
-        service = ev.service
         sig = self._memo.get(
             ("build_info", id(series), service, q),
             series,
@@ -644,8 +645,8 @@ class Gatherer:
         )
         if sig is not None:
             ev.deploy_signals.append(sig)
-        else:
-            ev.notes.append(f"no {c.build_info_metric} series for service {ev.service}")
+        elif service == ev.service:
+            ev.notes.append(f"no {c.build_info_metric} series for service {service}")
 
     async def _annotations(self, run: _Run) -> None:
         ev = run.ev
@@ -661,64 +662,118 @@ class Gatherer:
             q,
         )
         if anns is not None:
-            service = ev.service
-            ev.deploy_signals.extend(
-                self._memo.get(
-                    ("annotations", id(anns), service, q),
-                    anns,
-                    lambda: from_annotations(service, anns, q),
-                )
-            )
+            # Kept whole: they are matched to every service on the failing path at the end.
+            ev.annotations = anns
+            ev.annotations_query = q
 
-    async def _deploy_events(self, run: _Run) -> None:
+    async def _deploy_events(self, run: _Run, service: str | None = None) -> None:
         ev = run.ev
-        if self.deploys is None or not ev.service:
+        service = service or ev.service
+        if self.deploys is None or not service:
             return
-        coro = self.deploys.recent(ev.service, ev.window_start, ev.window_end)
-        events = await run.step("deploy events", "ci", coro, f"recent deploys of {ev.service}")
+        coro = self.deploys.recent(service, ev.window_start, ev.window_end)
+        events = await run.step(
+            f"deploy events of {service}", "ci", coro, f"recent deploys of {service}"
+        )
         if events:
             ev.deploy_signals.extend(from_events(events))
+
+    async def _chain_and_deploys(self, run: _Run, message: WebhookMessage) -> None:
+        await self._chain(run, message)
+        await self._path_deploys(run)
+
+    async def _path_deploys(self, run: _Run) -> None:
+        """Deploy context of the services on the failing traces, not only the alert's: the
+        cause often sits in a dependency, and its deploy is the one to roll back. Asked once
+        the traces are in, since only they name those services."""
+        ev = run.ev
+        services = [s for s in self._path_services(ev) if s != ev.service]
+        services = services[: self.config.deploy_services]
+        if services:
+            await asyncio.gather(
+                self._path_build_info(run, services),
+                *(self._deploy_events(run, svc) for svc in services),
+            )
+
+    async def _path_build_info(self, run: _Run, services: list[str]) -> None:
+        ev = run.ev
+        if not self.prometheus.configured:
+            return
+        q = self.prometheus.build_info_query_many(services)
+        series = await run.step(
+            "build info of the failing path",
+            "prometheus",
+            self.prometheus.build_info(
+                services[0],
+                ev.window_start.timestamp(),
+                ev.window_end.timestamp(),
+                run.deadline,
+                query=q,
+            ),
+            q,
+        )
+        if not series:
+            return
+        c = self.config.prometheus
+        for svc in services:
+            mine = [x for x in series if x.labels.get(c.build_info_service_label) == svc]
+            sig = self._memo.get(
+                ("build_info", id(series), svc, q),
+                series,
+                lambda svc=svc, mine=mine: from_build_info(
+                    svc, mine, c.build_info_version_label, c.build_info_commit_label, q
+                ),
+            )
+            if sig is not None:
+                ev.deploy_signals.append(sig)
+
+    def _fetched(self, ev: GatheredEvidence) -> tuple[list[Trace], list[Trace]]:
+        out: tuple[list[Trace], list[Trace]] = ([], [])
+        for c in ev.chosen:
+            fetch = ev.traces.get(c.trace_id)
+            if fetch is not None and fetch.trace is not None:
+                out[0 if c.role == "suspect" else 1].append(fetch.trace)
+        return out
+
+    def _path_services(self, ev: GatheredEvidence) -> list[str]:
+        """Services of the failing traces: the suspects' own first, then their callers up
+        the path, then the rest in the order the traces name them."""
+        suspects, healthy = self._fetched(ev)
+        if not suspects:
+            return []
+        f = self._analyse(suspects, healthy)
+        order: list[str] = []
+        for c in f.culprits or ([f.culprit] if f.culprit else []):
+            order.append(c.span.service)
+        for c in f.culprits or ([f.culprit] if f.culprit else []):
+            order += [op.split(":", 1)[0] for op in _callers(f, c.span.op)]
+        for t in f.suspects:
+            order += list(t.resources)
+        return list(dict.fromkeys(order))
 
     # --- finishing ------------------------------------------------------------------------
 
     def _finish(self, run: _Run, budget: float, timed_out: bool) -> EvidenceBundle:
         ev = run.ev
-        suspects = [
-            ev.traces[c.trace_id].trace
-            for c in ev.chosen
-            if c.role == "suspect" and c.trace_id in ev.traces and ev.traces[c.trace_id].trace
-        ]
-        healthy = [
-            ev.traces[c.trace_id].trace
-            for c in ev.chosen
-            if c.role == "healthy" and c.trace_id in ev.traces and ev.traces[c.trace_id].trace
-        ]
+        suspects, healthy = self._fetched(ev)
         if suspects:
-            ev.findings = self._analyse(
-                [t for t in suspects if t is not None], [t for t in healthy if t is not None]
-            )
+            ev.findings = self._analyse(suspects, healthy)
         elif ev.chosen and self.tempo.configured:
             ev.notes.append("none of the chosen traces could be fetched from Tempo")
-        if ev.service:
-            service = ev.service
-            signals = list(ev.deploy_signals)
-            if ev.findings is not None:
-                for t in ev.findings.suspects:
-                    res = t.resources.get(service)
-                    if res:
-                        sig = self._memo.get(
-                            ("trace_resource", service, id(res), t.trace_id),
-                            res,
-                            lambda r=res, tid=t.trace_id: _trace_resource_signal(service, r, tid),
-                        )
-                        if sig is not None:
-                            signals.insert(0, sig)
-                        break
-            starts = ev.alert.starts_at
+        if ev.service or ev.findings is not None:
+            f = ev.findings
+            key = (
+                "deploys",
+                ev.service,
+                ev.alert.starts_at,
+                id(f),
+                tuple(id(s) for s in ev.deploy_signals),
+                id(ev.annotations),
+            )
             ev.deploy = self._memo.get(
-                ("deploy", service, starts, tuple(id(s) for s in signals)),
-                signals,
-                lambda: combine(service, starts, signals),
+                key,
+                (f, list(ev.deploy_signals), ev.annotations),
+                lambda: self._deploy_contexts(ev),
             )
         self._links(ev)
         ev.stats.budget_s = budget
@@ -727,6 +782,62 @@ class Gatherer:
         return build_bundle(
             ev, self.config.token_budget, self.config.loki.max_lines, self._bundle_memo
         )
+
+    def _deploy_contexts(self, ev: GatheredEvidence) -> list[DeployContext]:
+        """One deploy context per relevant service: the suspects' services first, then their
+        callers on the failing path, then the alerting service; each with what the traces
+        say about it (versions in failing and healthy traces, its operations that stand
+        out, failing-only flags it carries), for the analysis to judge."""
+        f = ev.findings
+        suspects = (f.culprits or ([f.culprit] if f.culprit else [])) if f else []
+        culprit_services = list(dict.fromkeys(c.span.service for c in suspects))
+        callers: list[str] = []
+        for c in suspects:
+            if f is not None:
+                callers += [op.split(":", 1)[0] for op in _callers(f, c.span.op)]
+        on_path = {svc for t in f.suspects for svc in t.resources} if f else set()
+        order = [*culprit_services, *callers]
+        if ev.service:
+            order.append(ev.service)
+        order += sorted({s.service for s in ev.deploy_signals})
+        out: list[DeployContext] = []
+        for svc in list(dict.fromkeys(order)):
+            signals = [s for s in ev.deploy_signals if s.service == svc]
+            if ev.annotations:
+                signals += from_annotations(svc, ev.annotations, ev.annotations_query)
+            if f is not None:
+                for t in f.suspects:
+                    res = t.resources.get(svc)
+                    sig = _trace_resource_signal(svc, res, t.trace_id) if res else None
+                    if sig is not None:
+                        signals.insert(0, sig)
+                        break
+            if not signals and svc not in culprit_services and svc != ev.service:
+                continue
+            ctx = combine(svc, ev.alert.starts_at, signals)
+            ctx.on_failing_path = svc in on_path
+            ctx.role = (
+                "culprit"
+                if svc in culprit_services
+                else "failing_path"
+                if svc in callers
+                else "alerting"
+                if svc == ev.service
+                else "other"
+            )
+            ctx.calls_culprit = svc in callers
+            if f is not None:
+                mine = [v for v in f.versions if v.service == svc]
+                ctx.failing_versions = [v.value for v in mine if v.failing]
+                ctx.healthy_versions = [v.value for v in mine if v.healthy]
+                ctx.standout_ops = [c.span.name for c in f.culprits if c.span.service == svc]
+                ctx.failing_only_flags = [
+                    f"{a.key}={a.value}" for a in f.flags if a.failing_only and svc in a.services
+                ]
+            out.append(ctx)
+            if len(out) >= self.config.deploy_services + 1:
+                break
+        return out
 
     def _analyse(self, suspects: list[Trace], healthy: list[Trace]) -> TraceFindings:
         """Analysis memoised on the trace objects: parsed traces are shared by every alert of
@@ -796,6 +907,19 @@ class Gatherer:
 
 async def _none() -> None:
     return None
+
+
+def _callers(f: TraceFindings, op: str) -> list[str]:
+    """The operations above `op` on the failing traces, nearest first."""
+    out: list[str] = []
+    for t in f.suspects:
+        cur = t.parent_ops.get(op)
+        while cur is not None and cur not in out and cur != op:
+            out.append(cur)
+            cur = t.parent_ops.get(cur)
+        if out:
+            break
+    return out
 
 
 def _trace_resource_signal(service: str, res: Any, trace_id: str) -> DeploySignal | None:

@@ -60,6 +60,8 @@ def _adopt(run: _Run, src: _Run) -> None:
     ev.trace_logs = dict(sev.trace_logs)
     ev.service_errors = sev.service_errors
     ev.deploy_signals = list(sev.deploy_signals)
+    ev.annotations = sev.annotations
+    ev.annotations_query = sev.annotations_query
     ev.missing.extend(sev.missing)
     ev.notes.extend(sev.notes)
     ev.stats.raw_trace_bytes += sev.stats.raw_trace_bytes

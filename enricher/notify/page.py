@@ -149,8 +149,10 @@ def evidence_summary(page: Page) -> dict[str, Any]:
             item = b.item(item_id)
             if item is not None and item.log is not None:
                 out["log"] = clip(item.log.line, 300)
-    if b.deploy is not None and b.deploy.summary:
-        out["deploy"] = b.deploy.summary
+    recent = [d for d in b.deploy if d.minutes_before_alert is not None]
+    deploy = recent[0] if recent else b.deploy[0] if b.deploy else None
+    if deploy is not None and deploy.summary:
+        out["deploy"] = deploy.summary
     links = {link.kind: link.url for link in b.links}
     if links:
         out["links"] = links

@@ -77,6 +77,15 @@ class DeployContext(BaseModel):
     minutes_before_alert: float | None = None
     summary: str = ""
     signals: list[DeploySignal] = Field(default_factory=list)
+    # Where the service sits relative to the failure, and what the traces say about it; the
+    # analysis judges the deploy from these (suspect, or ruled out and why).
+    role: Literal["culprit", "failing_path", "alerting", "other"] = "alerting"
+    on_failing_path: bool = False
+    calls_culprit: bool = False
+    failing_versions: list[str] = Field(default_factory=list)
+    healthy_versions: list[str] = Field(default_factory=list)
+    standout_ops: list[str] = Field(default_factory=list)
+    failing_only_flags: list[str] = Field(default_factory=list)
 
 
 def _s(v: AttrValue) -> str | None:

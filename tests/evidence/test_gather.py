@@ -54,14 +54,17 @@ async def test_error_incident_names_the_failing_dependency_with_its_logs_and_dep
     culprit_logs = [b.item(i) for i in b.culprit.log_item_ids]
     assert any(x and x.log and inc.culprit_log in x.log.line for x in culprit_logs)
     assert all(x and x.log and x.log.span_id == item.span.span_id for x in culprit_logs)  # type: ignore[union-attr]
-    assert b.deploy is not None
-    assert (b.deploy.current_version, b.deploy.current_commit) == ("5.2.0", "d4e5f6a")
-    assert b.deploy.previous_version == "5.1.9"
-    assert b.deploy.minutes_before_alert is not None and 5 <= b.deploy.minutes_before_alert <= 7
+    # One deploy entry per relevant service, the culprit's own first.
+    assert [d.service for d in b.deploy][:1] == ["ledger"] and b.deploy[0].role == "culprit"
+    d = b.deploy_of("payments")
+    assert d is not None and d.role == "failing_path" and d.calls_culprit
+    assert (d.current_version, d.current_commit) == ("5.2.0", "d4e5f6a")
+    assert d.previous_version == "5.1.9"
+    assert d.minutes_before_alert is not None and 5 <= d.minutes_before_alert <= 7
     kinds = {link.kind for link in b.links}
     assert {"grafana_trace", "tempo_trace", "grafana_logs", "runbook", "dashboard"} <= kinds
     assert b.budget.tokens_estimated <= 6000
-    assert b.schema_version == "1"
+    assert b.schema_version == "2"
 
 
 async def test_error_present_in_healthy_traces_too_is_background_not_culprit(
@@ -132,9 +135,10 @@ async def test_deploy_events_posted_by_ci_give_the_deploy_time(
     store = Store()
     b = await run(await make_gatherer(deploys=store), inc)
     assert store.asked and store.asked[0][0] == "payments"
-    assert b.deploy is not None and b.deploy.deploy_time_source == "ci_event"
-    assert b.deploy.minutes_before_alert == 3.0
-    assert "deployed 3 minutes before the alert started" in b.deploy.summary
+    d = b.deploy_of("payments")
+    assert d is not None and d.deploy_time_source == "ci_event"
+    assert d.minutes_before_alert == 3.0
+    assert "deployed 3 minutes before the alert started" in d.summary
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -244,7 +248,8 @@ async def test_tempo_timeout_is_listed_and_the_rest_still_arrives(
     assert time.monotonic() - t0 < 2.0
     assert "tempo: trace" in reasons(b) and "timed out" in reasons(b)
     assert any(i.kind == "log" for i in b.items)  # Loki answered meanwhile
-    assert b.deploy is not None and b.deploy.current_version == "5.2.0"
+    d = b.deploy_of("payments")
+    assert d is not None and d.current_version == "5.2.0"
 
 
 async def test_loki_400_is_recorded_as_a_rejected_query(

@@ -90,7 +90,8 @@ async def test_storm_parses_and_analyses_each_trace_once_and_builds_the_items_on
     assert parse.calls == 6, parse.calls
     assert analyse.calls == 1, analyse.calls
     assert g._bundle_memo is not None and g._bundle_memo.core_builds == 1
-    assert sum(g.requests_sent().values()) == 17
+    # 17 for the alert's own chain, and one for the build info of the failing path's services
+    assert sum(g.requests_sent().values()) == 18
     # every alert keeps its own identity on the page
     assert len({b.alert.labels["pod"] for b in bundles}) == 60
     assert len({b.alert.group_key for b in bundles}) == 60
@@ -174,11 +175,11 @@ def test_bundle_parts_are_redacted_exactly_as_the_whole_bundle() -> None:
         summary=f"see {secret}",
     )
     shell = EvidenceBundle.model_construct(
-        schema_version="1",
+        schema_version="2",
         alert=alert,
         query=None,
         culprit=None,
-        deploy=None,
+        deploy=[],
         items=[],
         links=[Link(kind="runbook", title="rb", url="https://u:pw@example.com/x")],
         missing=[Missing(what="w", source="loki", reason=f"failed: {secret}")],
