@@ -24,13 +24,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from enricher import logs
+from enricher.analysis.stage import RootCauseAnalyser
 from enricher.bundle.model import EvidenceBundle
 from enricher.config import Config, ConfigError, load_config
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
 from enricher.notify.page import Page, build_page
-from enricher.pipeline.stages import AnalyseInput, NoAnalysis, run_stage
+from enricher.pipeline.stages import AnalyseInput, run_stage
 
 
 class ReplayError(Exception):
@@ -121,7 +122,7 @@ async def replay(config: Config, path: Path, deliver: bool) -> Page:
     metrics = Metrics()
     analysed, why = await run_stage(
         "analyse",
-        lambda: NoAnalysis().analyse(
+        lambda: RootCauseAnalyser(metrics=metrics).analyse(
             AnalyseInput(message=msg, bundle=bundle, budget_s=config.pipeline.timeouts.analyse)
         ),
         config.pipeline.timeouts.analyse,

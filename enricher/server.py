@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from enricher import logs
+from enricher.analysis.stage import RootCauseAnalyser
 from enricher.config import Config
 from enricher.evidence import Gatherer as EvidenceGatherer
 from enricher.evidence import StageGatherer
@@ -57,6 +58,9 @@ class Service:
         if gatherer is None and config.sources.any_configured:
             self.evidence = EvidenceGatherer(config.sources, deploys=StoredDeploys(self.store))
             gatherer = StageGatherer(self.evidence)
+        self.llm: Any = None
+        if analyser is None:
+            analyser = self._root_cause()
         self.pipeline = Pipeline(
             self.store, config, self.notifiers, self.metrics, gatherer, analyser
         )
@@ -64,6 +68,19 @@ class Service:
         self.deploys = DeployIntake(self.store, self.intake.auth)
         self._stopped = False
         self._housekeeping: asyncio.Task[None] | None = None
+
+    def _root_cause(self) -> RootCauseAnalyser:
+        """The deterministic analyzer always; the LLM stage when `analysis.llm` is set."""
+        cfg = self.config.analysis.llm
+        if cfg is None:
+            return RootCauseAnalyser(metrics=self.metrics)
+        from enricher.analysis.grounding import merge
+        from enricher.analysis.llm_stage import LLMStage
+
+        self.llm = LLMStage(cfg, self.metrics)
+        return RootCauseAnalyser(
+            self.llm, self.metrics, llm_total_timeout=cfg.total_timeout, merge=merge
+        )
 
     async def _prune_forever(self, every_s: float = 60.0) -> None:
         """Keep the store to `store.retention`: a little at a time, never a long commit."""
@@ -80,6 +97,8 @@ class Service:
         await self.store.open()
         if self.evidence is not None:
             await self.evidence.start()
+        if self.llm is not None:
+            await self.llm.start()
         await self.pipeline.start()
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="retention")
 
@@ -97,6 +116,9 @@ class Service:
                 await n.close()
         if self.evidence is not None:
             await self.evidence.close()
+        if self.llm is not None:
+            with contextlib.suppress(Exception):
+                await self.llm.close()
         await self.store.close()
 
 

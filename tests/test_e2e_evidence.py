@@ -238,3 +238,23 @@ def test_the_log_pager_line_carries_the_evidence(incident: Enricher) -> None:
     assert "slow query: seq scan on orders" in line["log"]
     assert "2.4.1" in line["deploy"] and "7a3f9c2" in line["deploy"]
     assert "b22fc2a2caac4451e1a7afb90ea05a3b" in line["links"]["tempo_trace"]
+
+
+def test_the_page_names_the_cause_the_flag_and_the_deploy_to_roll_back(incident: Enricher) -> None:
+    """The root-cause stage on the real chain: the top hypothesis is the slow query, cites
+    the evidence it rests on, and blames the deploy of the service that issues it."""
+    page = _page(incident)
+    analysis = page["analysis"]
+    top = analysis["hypotheses"][0]
+    assert (top["service"], top["operation"]) == ("db-primary", "SELECT orders"), top
+    assert top["source"] == "deterministic" and top["kind"] == "cause"
+    ids = {i["id"] for i in page["evidence"]["items"]}
+    assert top["evidence_ids"] and set(top["evidence_ids"]) <= ids
+    # (the healthy traces of this recording carry the flag too, so it is no signal here)
+    assert "only with feature_flag" not in top["statement"]
+    assert "seq scan on orders" in top["statement"]
+    assert "checkout 2.4.1 (7a3f9c2)" in top["statement"]
+    assert any("roll back 7a3f9c2" in a for a in top["actions"])
+    verdicts = {v["service"]: v["verdict"] for v in analysis["deploys"]}
+    assert verdicts["checkout"] == "suspect"
+    assert "suspect" not in {v for s, v in verdicts.items() if s != "checkout"}

@@ -622,6 +622,7 @@ def _standouts(
         score = 2 * recurrence + (1.0 if "error" in kinds else 0.0) + min(1.0, excess / 1000)
         ranked.append((score, op, sorted(kinds), list(traces.values())))
     ranked.sort(key=lambda r: (-r[0], r[1]))
+    ranked = _without_explained(ranked, suspects)
     out: list[Culprit] = []
     for _score, op, kinds, traces in ranked[:MAX_CULPRITS]:
         best_t, best_i = _representative(op, traces, trees)
@@ -665,6 +666,30 @@ def _standouts(
             )
         )
     return out
+
+
+def _without_explained(
+    ranked: list[tuple[float, str, list[str], list[TraceAnalysis]]],
+    suspects: list[TraceAnalysis],
+) -> list[tuple[float, str, list[str], list[TraceAnalysis]]]:
+    """Drop an operation whose only distinction is an error when an operation below it on
+    the same traces is slow: a caller that gives up (a timeout) fails because of the slow
+    call, which is the cause to name."""
+    slow = {op for _s, op, kinds, _t in ranked if "latency" in kinds or "absent" in kinds}
+
+    def below(op: str) -> bool:
+        for t in suspects:
+            for child in slow:
+                seen = {child}
+                cur = t.parent_ops.get(child)
+                while cur is not None and cur not in seen:
+                    if cur == op:
+                        return True
+                    seen.add(cur)
+                    cur = t.parent_ops.get(cur)
+        return False
+
+    return [r for r in ranked if not (r[2] == ["error"] and below(r[1]))]
 
 
 def _representative(

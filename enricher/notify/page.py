@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 
@@ -60,7 +61,7 @@ class Page(BaseModel):
     resolved_at: datetime | None = None
     resolved_by: int | None = None
     evidence: EvidenceBundle | None = None
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
 
 
 def dedup_key(group_key: str) -> str:
@@ -77,7 +78,7 @@ def build_page(
     reasons: list[str],
     resolves: int | None = None,
     evidence: EvidenceBundle | None = None,
-    analysis: dict[str, Any] | None = None,
+    analysis: Analysis | None = None,
 ) -> Page:
     first = msg.alerts[0]
     labels = msg.commonLabels or first.labels
@@ -135,9 +136,19 @@ def build_page(
 def evidence_summary(page: Page) -> dict[str, Any]:
     """The few lines of evidence a person reads first, for notifiers with little room."""
     b = page.evidence
-    if b is None:
-        return {}
     out: dict[str, Any] = {}
+    a = page.analysis
+    if a is not None and a.hypotheses:
+        top = a.hypotheses[0]
+        out["hypothesis"] = clip(top.statement, 600)
+        out["confidence"] = top.confidence
+        if len(a.hypotheses) > 1:
+            out["other_hypotheses"] = [clip(h.statement, 200) for h in a.hypotheses[1:3]]
+        ruled = [f"{v.service}: {v.reason}" for v in a.deploys if v.verdict == "ruled_out"]
+        if ruled:
+            out["ruled_out"] = ruled[:3]
+    if b is None:
+        return out
     if b.culprit is not None:
         c = b.culprit
         out["suspect"] = f"{c.service} {c.operation} {c.duration_ms:.0f} ms ({c.status})" + (
@@ -149,8 +160,11 @@ def evidence_summary(page: Page) -> dict[str, Any]:
             item = b.item(item_id)
             if item is not None and item.log is not None:
                 out["log"] = clip(item.log.line, 300)
+    blamed = [v.service for v in a.deploys if v.verdict == "suspect"] if a is not None else []
     recent = [d for d in b.deploy if d.minutes_before_alert is not None]
-    deploy = recent[0] if recent else b.deploy[0] if b.deploy else None
+    deploy = next((d for d in b.deploy if d.service in blamed), None)
+    if deploy is None and a is None:  # no analysis: the nearest deploy, as the bundle says
+        deploy = recent[0] if recent else b.deploy[0] if b.deploy else None
     if deploy is not None and deploy.summary:
         out["deploy"] = deploy.summary
     links = {link.kind: link.url for link in b.links}

@@ -11,11 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
+from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
@@ -40,13 +41,18 @@ class GatherOutput(BaseModel):
 
 
 class AnalyseInput(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     message: WebhookMessage
     bundle: EvidenceBundle | None = None
     budget_s: float
+    # Called with an analysis that completes after the page went out (a slow LLM), so the
+    # stored page can carry it.
+    on_late: Callable[[Analysis], Awaitable[None]] | None = None
 
 
 class AnalyseOutput(BaseModel):
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
     reasons: list[str] = Field(default_factory=list)
 
 

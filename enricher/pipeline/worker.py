@@ -19,11 +19,11 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
 
 from pydantic import ValidationError
 
 from enricher import logs
+from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.config import Config
 from enricher.intake.webhook import WebhookMessage
@@ -231,7 +231,7 @@ class Pipeline:
     async def _build(self, job: Job, msg: WebhookMessage) -> Page:
         reasons: list[str] = []
         bundle: EvidenceBundle | None = None
-        analysis: dict[str, Any] | None = None
+        analysis: Analysis | None = None
         resolves: int | None = None
         timeouts = self.pc.timeouts
         if msg.status == "resolved":
@@ -274,7 +274,12 @@ class Pipeline:
             analysed, why = await run_stage(
                 "analyse",
                 lambda: self.analyser.analyse(
-                    AnalyseInput.model_construct(message=msg, bundle=bundle, budget_s=budget)
+                    AnalyseInput.model_construct(
+                        message=msg,
+                        bundle=bundle,
+                        budget_s=min(timeouts.analyse, budget),
+                        on_late=lambda a, jid=job.id: self._late_analysis(jid, a),
+                    )
                 ),
                 min(timeouts.analyse, budget),
                 self.metrics,
@@ -294,6 +299,22 @@ class Pipeline:
             evidence=bundle,
             analysis=analysis,
         )
+
+    async def _late_analysis(self, page_id: int, analysis: Analysis) -> None:
+        """An analysis that finished after the page went out (a slow LLM): stored on the
+        page, with `analysis.updated_at`, for readers and for notifiers that edit."""
+        for _ in range(50):  # the page is saved right after the analyse stage returns
+            record = await self.store.get_page(page_id)
+            if record is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            log.warning("late analysis for a page that was never stored", extra={"page": page_id})
+            return
+        page = Page.model_validate(record.doc)
+        page.analysis = analysis
+        await self.store.update_page_doc(page_id, page.model_dump_json())
+        log.info("analysis updated after paging", extra={"page_id": page_id})
 
     async def _deliver(self, job: Job, page: Page, pending: list[str]) -> None:
         t0 = time.perf_counter()

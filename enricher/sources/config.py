@@ -66,6 +66,13 @@ class TempoSourceConfig(BackendConfig):
     search_limit: int = Field(default=20, ge=1, le=1000)
     # TraceQL fallback for latency alerts when the alert gives no threshold.
     slow_threshold: Seconds = 0.5
+    # How long after a request Tempo may still answer "not found" for its trace (spans are
+    # batched by SDK and collector before Tempo makes them queryable). Exemplars older than
+    # this are preferred; a missing trace younger than this is reported as not ingested yet.
+    ingest_lag: Seconds = 30.0
+    # A trace of a fresh exemplar answered empty is asked once more after this pause, if the
+    # gather budget leaves room for it; 0 disables the retry (spares are still tried).
+    empty_retry_delay: Seconds = 1.0
 
 
 class LokiSourceConfig(BackendConfig):
@@ -121,6 +128,8 @@ class SourcesConfig(_Model):
     top_traces: int = Field(default=3, ge=1, le=50)
     # Traces from non-error series / fast buckets, fetched to tell cause from background.
     healthy_traces: int = Field(default=3, ge=0, le=50)
+    # Services on the failing path (besides the alert's) whose deploys are looked up.
+    deploy_services: int = Field(default=4, ge=0, le=20)
     # Alert labels naming the service, first present wins; its value is resource.service.name
     # unless `service_names` maps it to another name.
     service_labels: list[str] = Field(

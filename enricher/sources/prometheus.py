@@ -5,6 +5,12 @@ The ranking prefers what a person would open first: for an error ratio, exemplar
 series; for latency, the slowest buckets; in both, the most recent (closest to the page and
 still in Tempo's recent blocks). A few exemplars from healthy series are kept as contrast so
 the trace analysis can tell the cause from what every request does anyway.
+
+"Most recent" stops short of the newest seconds, though: Tempo makes a trace queryable only
+some time after the request (`sources.tempo.ingest_lag`), so an exemplar younger than that
+often names a trace Tempo answers as empty. Older exemplars are preferred when there are
+enough of them, and the next-ranked ones are kept as spares to fetch instead of a trace
+Tempo does not have.
 """
 
 from __future__ import annotations
@@ -76,6 +82,13 @@ class ExemplarSelection(BaseModel):
     healthy_query: str | None = None
     suspects: list[ChosenTrace] = Field(default_factory=list)
     healthy: list[ChosenTrace] = Field(default_factory=list)
+    # The next-ranked candidates of each role (as many as were chosen at most): fetched in
+    # place of a chosen trace Tempo answers as not found, so the page still has its traces.
+    spare_suspects: list[ChosenTrace] = Field(default_factory=list)
+    spare_healthy: list[ChosenTrace] = Field(default_factory=list)
+    # Exemplars after this time were younger than Tempo's ingest lag at the reference time;
+    # None when no reference time was given (no preference applied).
+    fresh_after: float | None = None
     exemplars_seen: int = 0
     series_seen: int = 0
     skipped: list[SkippedExemplars] = Field(default_factory=list)
@@ -204,9 +217,17 @@ def rank_exemplars(
     healthy_series: list[WireExemplarSeries] | None = None,
     query: str = "",
     healthy_query: str | None = None,
+    now: float | None = None,
+    ingest_lag: float = 0.0,
 ) -> ExemplarSelection:
-    """Pick suspect and healthy trace ids, each with the reason it was chosen."""
+    """Pick suspect and healthy trace ids, each with the reason it was chosen, plus spares.
+
+    `now` is the reference time exemplar ages are measured against (the gather's window
+    end); with it, exemplars younger than `ingest_lag` go after all older ones of their role,
+    so they are chosen only when there are not enough older ones."""
     sel = ExemplarSelection(query=query, healthy_query=healthy_query)
+    if now is not None and ingest_lag > 0:
+        sel.fresh_after = now - ingest_lag
     skipped: dict[str, SkippedExemplars] = {}
 
     def skip(reason: str, example: str) -> None:
@@ -318,8 +339,13 @@ def rank_exemplars(
         suspects = [(c, "most recent exemplar on the alert's series") for c in pool]
 
     seen: set[str] = set()
+    suspects = _settled_first(suspects, sel.fresh_after, now)
+    healthy = _settled_first(healthy, sel.fresh_after, now)
     sel.suspects = _take(suspects, "suspect", top_n, seen)
     sel.healthy = _take(healthy, "healthy", healthy_n, seen)
+    # Spares after both chosen sets: a spare is never a trace already chosen in either role.
+    sel.spare_suspects = _take(suspects, "suspect", top_n, seen)
+    sel.spare_healthy = _take(healthy, "healthy", healthy_n, seen)
     sel.skipped = list(skipped.values())
     if sel.exemplars_seen == 0:
         sel.finding = (
@@ -370,8 +396,11 @@ class PrometheusClient:
         top_n: int,
         healthy_n: int,
         deadline: float | None = None,
+        now: float | None = None,
+        ingest_lag: float = 0.0,
     ) -> ExemplarSelection:
-        """Exemplars of the alert's series (and healthy contrast series), ranked."""
+        """Exemplars of the alert's series (and healthy contrast series), ranked; `now` and
+        `ingest_lag` as in `rank_exemplars`."""
         query = aq.primary.render()
         healthy_query = aq.healthy.render() if aq.healthy is not None and healthy_n else None
         if healthy_query == query:
@@ -391,6 +420,8 @@ class PrometheusClient:
             id(aq),
             top_n,
             healthy_n,
+            now,
+            ingest_lag,
         )
         hit = self._ranked.get(key)
         if hit is not None:
@@ -405,6 +436,8 @@ class PrometheusClient:
             healthy_series=healthy_series,
             query=query,
             healthy_query=healthy_query,
+            now=now,
+            ingest_lag=ingest_lag,
         )
         self._ranked[key] = ((results[0], healthy_series, aq), sel)
         while len(self._ranked) > 256:
@@ -426,15 +459,28 @@ class PrometheusClient:
         v = service.replace("\\", "\\\\").replace('"', '\\"')
         return f'{c.build_info_metric}{{{c.build_info_service_label}="{v}"}}'
 
+    def build_info_query_many(self, services: list[str]) -> str:
+        """One selector for several services (`service=~"a|b"`): the failing path's services
+        cost one request, not one each."""
+        c = self.config
+        alts = "|".join(re.escape(s) for s in services)
+        v = alts.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{c.build_info_metric}{{{c.build_info_service_label}=~"{v}"}}'
+
     async def build_info(
-        self, service: str, start: float, end: float, deadline: float | None = None
+        self,
+        service: str,
+        start: float,
+        end: float,
+        deadline: float | None = None,
+        query: str | None = None,
     ) -> list[SeriesSamples]:
         step = max(15.0, math.ceil((end - start) / 200.0))
         resp = await self.http.get(
             "query_range",
             "/api/v1/query_range",
             {
-                "query": self.build_info_query(service),
+                "query": query or self.build_info_query(service),
                 "start": f"{start:.3f}",
                 "end": f"{end:.3f}",
                 "step": f"{step:g}",
@@ -442,6 +488,28 @@ class PrometheusClient:
             deadline=deadline,
         )
         return self.http.parsed(resp, "samples", lambda: parse_samples(resp, "query_range"))
+
+
+def _settled_first(
+    ranked: list[tuple[_Candidate, str]], fresh_after: float | None, now: float | None
+) -> list[tuple[_Candidate, str]]:
+    """The ranking with exemplars younger than Tempo's ingest lag moved behind all older ones.
+
+    The young ones are ordered oldest first (the likeliest to be queryable already) and say
+    their age in the reason, since a person reading the page should know the trace was only
+    seconds old when it was chosen."""
+    if fresh_after is None or now is None:
+        return ranked
+    settled = [x for x in ranked if x[0].timestamp <= fresh_after]
+    if len(settled) == len(ranked):
+        return ranked
+    fresh = sorted(
+        (x for x in ranked if x[0].timestamp > fresh_after), key=lambda x: x[0].timestamp
+    )
+    return settled + [
+        (c, f"{why}; only {max(0.0, now - c.timestamp):.0f} s old, Tempo may not have it yet")
+        for c, why in fresh
+    ]
 
 
 def _take(

@@ -128,6 +128,11 @@ class Store(Protocol):
         and the resolution of an earlier page, atomically (idempotent per page id)."""
         ...
 
+    async def update_page_doc(self, page_id: int, doc: str) -> bool:
+        """Replace a stored page's document (an analysis that arrived after the page went
+        out); False when there is no such page."""
+        ...
+
     async def finish(
         self,
         job_id: int,

@@ -563,6 +563,16 @@ class SQLiteStore:
 
         await self._write(op)
 
+    async def update_page_doc(self, page_id: int, doc: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE pages SET doc=?, doc_encoding=? WHERE id=?",
+                (*_encode(doc.encode()), page_id),
+            )
+            return cur.rowcount > 0
+
+        return bool(await self._write(op))
+
     def _page_from_row(self, c: sqlite3.Connection, r: tuple[Any, ...]) -> PageRecord:
         deliveries = [
             DeliveryRecord(
