@@ -33,7 +33,11 @@ _FROM = re.compile(r"\bFROM\s+([A-Za-z_][\w.]*)", re.I)
 _WHERE_COL = re.compile(r"\bWHERE\s+([A-Za-z_][\w.]*)\s*(=|IN\b|LIKE\b|>|<)", re.I)
 _TIMEOUT = re.compile(r"time(d)?[ _-]?out|deadline exceeded|statement timeout", re.I)
 _ERRORISH = re.compile(r"\b(error|fail(ed|ure)?|exception|slow|timeout|refused)\b", re.I)
-_SATURATION = re.compile(r"pool|exhausted|queue|saturat|too many connections|throttl", re.I)
+_SATURATION = re.compile(
+    r"(connection|thread|worker) pool|pool (is )?(exhausted|full)|queue (is )?full|saturat"
+    r"|too many connections|throttl|waiting for a connection|acquire",
+    re.I,
+)
 
 
 def analyse_bundle(bundle: EvidenceBundle) -> Analysis:

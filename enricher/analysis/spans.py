@@ -527,12 +527,20 @@ def analyse_traces(
             voted.reason += "; it does not stand out against the healthy traces"
         findings.culprit = voted
         return findings
-    # Nothing to contrast with: the per-trace judgement alone, and said so.
+    # Nothing to contrast with: an error's origin is still a lead; the largest self time
+    # alone is not (every request has one), so that is "unknown" with a weak guess.
     if voted is not None:
-        voted.confidence = "medium" if voted.span.status == "error" else "low"
         voted.reason += "; no healthy traces to compare with"
         findings.culprit = voted
-        findings.culprits = [voted]
+        if voted.span.status == "error":
+            voted.confidence = "medium"
+            findings.culprits = [voted]
+        else:
+            voted.confidence = "low"
+            findings.unknown_reason = (
+                f"no healthy traces to compare the {len(final_s)} slow traces with, and none "
+                "of them has an error; the largest self time alone says nothing"
+            )
     return findings
 
 
