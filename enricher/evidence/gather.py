@@ -456,6 +456,8 @@ class Gatherer:
         aq = await self._expression(run, message)
         start, end = ev.window_start.timestamp(), ev.window_end.timestamp()
         chosen: list[ChosenTrace] = []
+        # Next-ranked exemplars per role, used up as chosen traces turn out missing in Tempo.
+        spares: dict[str, list[ChosenTrace]] = {}
         if aq is not None and self.prometheus.configured:
             ev.exemplar_query = aq.primary.render()
             sel = await run.step(
@@ -468,11 +470,16 @@ class Gatherer:
                     self.config.top_traces,
                     self.config.healthy_traces,
                     run.deadline,
+                    # Exemplar ages count from the window end (shared by an incident's alerts,
+                    # so is the ranking); a resolved alert's traces have had time to arrive.
+                    now=None if ev.alert.status == "resolved" else end,
+                    ingest_lag=self.config.tempo.ingest_lag,
                 ),
                 ev.exemplar_query,
             )
             if sel is not None:
                 chosen = sel.suspects + sel.healthy
+                spares = {"suspect": list(sel.spare_suspects), "healthy": list(sel.spare_healthy)}
                 if sel.finding:
                     ev.notes.append(sel.finding)
                 for sk in sel.skipped:
@@ -489,7 +496,7 @@ class Gatherer:
             return
         if not self.tempo.configured and not self.loki.configured:
             return
-        await asyncio.gather(*(self._one_trace(run, c) for c in chosen))
+        await asyncio.gather(*(self._one_trace(run, c, spares) for c in chosen))
 
     async def _search_fallback(self, run: _Run, aq: AlertQuery | None) -> list[ChosenTrace]:
         """No exemplar trace ids: ask Tempo for the service's failing or slow traces."""
@@ -550,20 +557,30 @@ class Gatherer:
             )
         return out
 
-    async def _one_trace(self, run: _Run, c: ChosenTrace) -> None:
-        """Tempo and (for suspects) Loki in parallel; the exemplar time sets the log window."""
+    async def _one_trace(
+        self, run: _Run, c: ChosenTrace, spares: dict[str, list[ChosenTrace]] | None = None
+    ) -> None:
+        """Tempo and (for suspects) Loki in parallel; the exemplar time sets the log window.
+        A trace Tempo does not have may be replaced by one of `spares` (see `_not_found`)."""
         jobs: list[Coroutine[Any, Any, None]] = []
         if self.tempo.configured:
-            jobs.append(self._fetch_trace(run, c))
+            jobs.append(self._fetch_trace(run, c, spares))
         if self.loki.configured and c.role == "suspect":
             jobs.append(self._trace_logs(run, c))
         await asyncio.gather(*jobs)
+        if not any(x is c for x in run.ev.chosen):
+            # Replaced by a spare: these would be lines of a trace the page does not show.
+            run.ev.trace_logs.pop(c.trace_id, None)
 
-    async def _fetch_trace(self, run: _Run, c: ChosenTrace) -> None:
+    async def _fetch_trace(
+        self, run: _Run, c: ChosenTrace, spares: dict[str, list[ChosenTrace]] | None = None
+    ) -> None:
         q = f"GET /api/v2/traces/{c.trace_id}"
         res: TraceFetch | None = await run.step(
             f"trace {c.trace_id}", "tempo", self.tempo.fetch_trace(c.trace_id, run.deadline), q
         )
+        if res is not None and res.outcome == "not_found":
+            res = await self._not_found(run, c, res, spares)
         if res is None:
             return
         run.ev.traces[c.trace_id] = res
@@ -572,10 +589,76 @@ class Gatherer:
             run.ev.stats.raw_trace_bytes += self._memo.get(
                 ("trace_bytes", id(trace)), trace, lambda: len(trace.model_dump_json())
             )
-        elif res.outcome == "not_found":
-            run.miss(f"trace {c.trace_id}", "tempo", f"trace not found ({res.detail})", q)
         else:
             run.miss(f"trace {c.trace_id}", "tempo", f"bad trace id ({res.detail})", q)
+
+    async def _not_found(
+        self,
+        run: _Run,
+        c: ChosenTrace,
+        res: TraceFetch,
+        spares: dict[str, list[ChosenTrace]] | None,
+    ) -> TraceFetch | None:
+        """A chosen trace Tempo answered as not found: the trace if a second look finds it,
+        else None (replaced by a spare, or listed as missing here).
+
+        Why: Tempo makes a trace queryable only some seconds after the request (its
+        `ingest_lag`), so an exemplar that young usually names a trace that is merely not
+        there yet. Such a suspect is asked once more after a short pause (an old one would
+        not turn up in a second: lost, unsampled or expired); then, young or not, the next
+        spare of its role is fetched in its place, since another request of the same kind
+        serves the page as well (a role has at most as many spares as chosen traces). Each
+        step is started only if the budget leaves time for an answer: cut off, it would turn
+        a precise reason into "no answer within the budget". No spare or no time left: the
+        trace is listed, saying whether it was too young for Tempo or really absent."""
+        ev = run.ev
+        cfg = self.config.tempo
+        loop = asyncio.get_running_loop()
+        q = res.query or f"GET /api/v2/traces/{c.trace_id}"
+        ref = None if ev.alert.status == "resolved" else ev.window_end.timestamp()
+        age = ref - c.timestamp if ref is not None and c.source == "exemplar" else None
+        fresh = age is not None and age < cfg.ingest_lag
+        margin = min(0.5, cfg.timeout)  # room for one trace fetch to answer
+        delay = cfg.empty_retry_delay
+        if (
+            fresh
+            and c.role == "suspect"
+            and delay > 0
+            and run.deadline - loop.time() >= delay + margin
+        ):
+
+            async def later() -> TraceFetch:
+                await asyncio.sleep(delay)
+                return await self.tempo.fetch_trace(c.trace_id, run.deadline, refetch=True)
+
+            again = await run.step(f"trace {c.trace_id}", "tempo", later(), q)
+            if again is None or again.outcome == "found":
+                return again
+        pool = (spares or {}).get(c.role) or []
+        at = next((i for i, x in enumerate(ev.chosen) if x is c), None)
+        if pool and at is not None and run.deadline - loop.time() >= margin:
+            spare = pool.pop(0)
+            why = "which Tempo did not have yet" if fresh else "which Tempo did not have"
+            sub = self._memo.get(
+                ("spare", id(spare), c.trace_id),
+                spare,
+                lambda: spare.model_copy(
+                    update={"reason": f"{spare.reason}; in place of {c.trace_id}, {why}"}
+                ),
+            )
+            ev.chosen[at] = sub
+            await self._one_trace(run, sub, spares)
+            return None
+        ev.traces[c.trace_id] = res
+        if fresh and age is not None:
+            reason = (
+                f"trace not ingested by Tempo yet (exemplar {max(0.0, age):.0f} s old; "
+                f"Tempo lags up to {cfg.ingest_lag:g} s)"
+            )
+        else:
+            reason = f"trace not found ({res.detail})"
+        run.miss(f"trace {c.trace_id}", "tempo", reason, q)
+        return None
 
     async def _trace_logs(self, run: _Run, c: ChosenTrace) -> None:
         pad = self.config.loki.trace_window

@@ -70,8 +70,8 @@ class TempoSourceConfig(BackendConfig):
     # batched by SDK and collector before Tempo makes them queryable). Exemplars older than
     # this are preferred; a missing trace younger than this is reported as not ingested yet.
     ingest_lag: Seconds = 30.0
-    # A trace of a fresh exemplar answered empty is asked once more after this pause, if the
-    # gather budget leaves room for it; 0 disables the retry (spares are still tried).
+    # A suspect trace of a fresh exemplar answered empty is asked once more after this pause,
+    # if the gather budget leaves room for it; 0 disables the retry (spares are still tried).
     empty_retry_delay: Seconds = 1.0
 
 

@@ -3,7 +3,10 @@
 Why these rules: Tempo's trace JSON is protobuf's JSON mapping (base64 ids, int64 as
 strings, enum names), not OTLP/JSON; v2 answers a missing trace with 200 and an empty trace
 (older versions and v1 with 404). All of that is normalised here into `Trace`/`Span` with hex
-ids and integers, so the analysis never sees wire quirks. Attribute values are cut to a
+ids and integers, so the analysis never sees wire quirks. "Not found" is often only "not yet":
+Tempo makes a trace queryable some seconds after its spans arrive, so a trace may be asked
+again past the HTTP cache (`refetch`), and a trace found that way then serves every later
+lookup instead of the cached empty answer. Attribute values are cut to a
 bounded length while parsing: a 1 MB SQL text must not travel any further than this module.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -288,6 +293,9 @@ class TempoClient:
         self.http = http
         self.config = config
         self.value_limit = value_limit
+        # Traces found by a refetch after an empty answer, by id: (expiry, answer). The HTTP
+        # cache still holds the empty answer for its TTL; these supersede it.
+        self._refetched: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
 
     @property
     def configured(self) -> bool:
@@ -302,9 +310,11 @@ class TempoClient:
         deadline: float | None = None,
         start: int | None = None,
         end: int | None = None,
+        refetch: bool = False,
     ) -> TraceFetch:
         """One trace. 5xx and timeouts are retried with backoff inside the deadline; after
-        that BackendError is raised. 404/empty -> not_found; 400 -> bad_id."""
+        that BackendError is raised. 404/empty -> not_found; 400 -> bad_id. `refetch` asks
+        Tempo again past the HTTP cache (a trace answered empty may have arrived since)."""
         tid = normalize_trace_id(trace_id)
         query = f"GET /api/v2/traces/{trace_id}"
         if tid is None:
@@ -317,6 +327,13 @@ class TempoClient:
         params: dict[str, str | int | float] = {}
         if start is not None and end is not None:
             params = {"start": start, "end": end}
+        if not refetch and not params:
+            hit = self._refetched.get(tid)
+            if hit is not None and hit[0] > time.monotonic():
+                found = hit[1]
+                return self.http.parsed(
+                    found, "trace", lambda: self._trace_result(tid, found, query)
+                )
         resp = await self.http.get(
             "trace_by_id",
             f"/api/v2/traces/{tid}",
@@ -325,8 +342,15 @@ class TempoClient:
             deadline=deadline,
             retries=self.config.retries,
             backoff=self.config.backoff,
+            cache=not refetch,
         )
-        return self.http.parsed(resp, "trace", lambda: self._trace_result(tid, resp, query))
+        res = self.http.parsed(resp, "trace", lambda: self._trace_result(tid, resp, query))
+        if refetch and not params and res.outcome == "found" and self.http.cache_ttl > 0:
+            self._refetched[tid] = (time.monotonic() + self.http.cache_ttl, resp)
+            self._refetched.move_to_end(tid)
+            while len(self._refetched) > 256:
+                self._refetched.popitem(last=False)
+        return res
 
     def _trace_result(self, tid: str, resp: HttpResponse, query: str) -> TraceFetch:
         if resp.status == 404:

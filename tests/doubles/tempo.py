@@ -6,6 +6,13 @@ trace JSON in protobuf's JSON mapping (base64 ids, int64 as strings, enum names,
 v1, a malformed id as 400 text/plain, search hits with hex ids (leading zeros stripped).
 The TraceQL subset understood: `resource.service.name = "x"`, `status = error|ok|unset`,
 `status != error`, `duration > 500ms` / `< 1.5s`, joined by `&&`.
+
+Ingest lag, as real Tempo has it: a trace becomes queryable only some time after its spans
+arrive. With `ingest_lag` set, a trace is invisible until `clock()` has passed the end of its
+last span (when an SDK would have sent it) plus the lag; `hide_until` sets that time for one
+trace. Until then it is answered exactly like a trace Tempo never had (v2 200 with an empty
+trace, v1 404, absent from search). `clock` is settable; `run_clock(at)` makes it run from
+`at` in real time, so a retry a moment later can find the trace.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -114,9 +123,37 @@ class _Stored:
 
 
 class TempoDouble(DoubleServer):
-    def __init__(self, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        latency: float = 0.0,
+        ingest_lag: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.traces: dict[str, list[_Stored]] = defaultdict(list)
+        self.ingest_lag = ingest_lag
+        self.clock = clock
+        # Per trace: not queryable before this time (overrides the span-derived time).
+        self.visible_from: dict[str, float] = {}
         super().__init__(latency)
+
+    # --- ingest lag -----------------------------------------------------------------------
+
+    def run_clock(self, at: float) -> None:
+        """The clock reads `at` now and advances in real time from here."""
+        t0 = time.monotonic()
+        self.clock = lambda: at + (time.monotonic() - t0)
+
+    def hide_until(self, trace_id: str, t: float) -> None:
+        self.visible_from[trace_id.lower().zfill(32)] = t
+
+    def visible(self, tid: str) -> bool:
+        t = self.visible_from.get(tid)
+        if t is None:
+            spans = self.traces.get(tid)
+            if not self.ingest_lag or not spans:
+                return True
+            t = max(int(st.span["endTimeUnixNano"]) for st in spans) / 1e9 + self.ingest_lag
+        return self.clock() >= t
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._ingest)
@@ -169,8 +206,9 @@ class TempoDouble(DoubleServer):
         return raw.lower().zfill(32)
 
     def resource_spans(self, tid: str) -> list[dict[str, Any]]:
+        """The trace in Tempo's JSON form; none while it is not queryable yet."""
         groups: dict[str, dict[str, Any]] = {}
-        for st in self.traces.get(tid, []):
+        for st in self.traces.get(tid, []) if self.visible(tid) else []:
             rkey = json.dumps(st.resource, sort_keys=True)
             g = groups.setdefault(
                 rkey,
@@ -260,6 +298,8 @@ class TempoDouble(DoubleServer):
             return answer(str(exc) + "\n", 400, "text/plain; charset=utf-8")
         hits = []
         for tid, spans in self.traces.items():
+            if not self.visible(tid):
+                continue
             matched = [st for st in spans if self._span_matches(st, conds)]
             if not matched:
                 continue
