@@ -47,6 +47,12 @@ def _replay(args: argparse.Namespace) -> int:
     return replay_main(args.rest)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from enricher.analysis.eval import main as eval_main
+
+    return eval_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enricher", description="Turns Prometheus alerts into pages worth reading."
@@ -66,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("lint", _lint, "check alert rule files (enricher lint --help)"),
         ("replay", _replay, "re-run analysis and delivery from a stored bundle"),
+        ("eval", _eval, "score the root-cause stage on recorded scenarios"),
     ):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands with parsers of their own get their arguments untouched: argparse.REMAINDER
 # would reject options placed before the first positional (`enricher lint --format json x`).
-_DELEGATED = {"lint": _lint, "replay": _replay}
+_DELEGATED = {"lint": _lint, "replay": _replay, "eval": _eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
