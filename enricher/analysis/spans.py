@@ -104,7 +104,8 @@ class TraceAnalysis(BaseModel):
     duration_ms: float = 0.0
     span_count: int = 0
     error_ops: list[str] = Field(default_factory=list)
-    # Median self time per operation (ms), for the latency contrast.
+    # Largest self time per operation in this trace (ms), for the latency contrast: one slow
+    # call among four parallel ones is the slowdown, and a median would hide it.
     op_self_ms: dict[str, float] = Field(default_factory=dict)
     critical_path: list[SpanFacts] = Field(default_factory=list)
     error_spans: list[SpanFacts] = Field(default_factory=list)
@@ -122,6 +123,7 @@ class TraceAnalysis(BaseModel):
     flags: dict[str, list[str]] = Field(default_factory=dict)
     # operation -> its parent's operation (first seen), for the failing path.
     parent_ops: dict[str, str] = Field(default_factory=dict)
+    root_error: bool = False
 
 
 class Culprit(BaseModel):
@@ -417,7 +419,7 @@ def analyse_trace(
         duration_ms=round((trace.end_ns - trace.start_ns) / 1e6, 3),
         span_count=len(spans),
         error_ops=sorted({op_key(spans[i].service, spans[i].name) for i in error_idx}),
-        op_self_ms={k: round(statistics.median(v) / 1e6, 3) for k, v in per_op.items()},
+        op_self_ms={k: round(max(v) / 1e6, 3) for k, v in per_op.items()},
         critical_path=[facts(i) for i in crit[:12]],
         error_spans=[facts(i) for i in sorted(error_idx, key=lambda i: -tree.depth[i])[:5]],
         culprit=facts(culprit_i) if culprit_i is not None else None,
@@ -426,6 +428,7 @@ def analyse_trace(
         partial=trace.partial,
         span_ops={s.span_id: op_key(s.service, s.name) for s in spans},
         origin_error_ops=sorted(origin),
+        root_error=_is_error(root),
         flags={k: sorted(v) for k, v in flags.items()},
         parent_ops=parent_ops,
     )
@@ -490,7 +493,11 @@ def analyse_traces(
     # Each suspect's tree is built once and reused by the second pass.
     trees = {id(t): _Tree(t.spans) for t in suspects if t.spans}
     first_s = [analyse_trace(t, "suspect", _tree=trees[id(t)]) for t in suspects if t.spans]
-    first_h = [analyse_trace(t, "healthy") for t in healthy if t.spans]
+    # A "healthy" trace whose request failed is no contrast (a span-level search such as
+    # `status != error && duration < 500ms` also matches fast spans of failing traces).
+    first_h = [
+        a for a in (analyse_trace(t, "healthy") for t in healthy if t.spans) if not a.root_error
+    ]
     contrasts = _contrast(first_s, first_h)
     background = {c.op for c in contrasts if c.background}
     excess: dict[str, float] = {}

@@ -10,6 +10,7 @@ are merged, most precise source first, into one statement a person can act on:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -114,7 +115,8 @@ def from_build_info(
     commit_label: str,
     query: str = "",
 ) -> DeploySignal | None:
-    """Group samples by (version, commit); a second group appearing later is a deploy."""
+    """Group samples by (version, commit); a group first seen later is a deploy."""
+    series = list(series)
     spans: dict[tuple[str, str], list[float]] = {}
     for s in series:
         if not s.samples:
@@ -126,8 +128,18 @@ def from_build_info(
         spans[key] = [min(first, cur[0]), max(last, cur[1])] if cur else [first, last]
     if not spans:
         return None
-    ordered = sorted(spans.items(), key=lambda kv: (kv[1][1], kv[1][0]))
-    (cur_v, cur_c), (cur_first, _) = ordered[-1]
+    # The running version is, among those still reporting at the end of the window, the one
+    # that appeared last: during a canary or a slow rollout old and new run side by side to
+    # the end, and after a rollback the newer version is gone again.
+    end = max(v[1] for v in spans.values())
+    gap = _sample_gap(series)
+    alive = [kv for kv in spans.items() if kv[1][1] >= end - gap]
+    (cur_v, cur_c), (cur_first, _) = max(alive, key=lambda kv: (kv[1][0], kv[1][1]))
+    others = [kv for kv in spans.items() if kv[0] != (cur_v, cur_c) and kv[1][0] <= cur_first]
+    ordered = [
+        *sorted(others, key=lambda kv: (kv[1][1], kv[1][0])),
+        ((cur_v, cur_c), (cur_first, end)),
+    ]
     sig = DeploySignal(
         source="build_info",
         service=service,
@@ -136,7 +148,15 @@ def from_build_info(
         query=query,
         detail="one version throughout the window",
     )
-    if len(ordered) > 1:
+    gone = [kv for kv in spans.items() if kv[1][0] > cur_first]
+    if gone:  # a newer version came and went: a rollback (or a failed rollout)
+        (g_v, _g_c), (g_first, g_last) = max(gone, key=lambda kv: kv[1][0])
+        sig.detail = (
+            f"{g_v or '?'} ran from {datetime.fromtimestamp(g_first, UTC).isoformat()} to "
+            f"{datetime.fromtimestamp(g_last, UTC).isoformat()} and is gone again; "
+            f"{cur_v or '?'} runs now"
+        )
+    elif len(ordered) > 1:
         (prev_v, prev_c), (_, prev_last) = ordered[-2]
         sig.previous_version = prev_v or None
         sig.previous_commit = prev_c or None
@@ -147,6 +167,16 @@ def from_build_info(
             f"{datetime.fromtimestamp(prev_last, UTC).isoformat()}"
         )
     return sig
+
+
+def _sample_gap(series: Iterable[SeriesSamples]) -> float:
+    """Twice the step between samples: how far before the end a series still counts as
+    reporting at the end."""
+    for s in series:
+        ts = sorted(t for t, _ in s.samples)
+        if len(ts) > 1:
+            return 2 * min(b - a for a, b in itertools.pairwise(ts))
+    return 60.0
 
 
 def from_annotations(

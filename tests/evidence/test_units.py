@@ -10,9 +10,10 @@ from enricher.analysis.spans import analyse_traces
 from enricher.bundle.budget import apply_budget, estimate_tokens
 from enricher.bundle.model import AlertInfo, BudgetInfo, EvidenceBundle, EvidenceItem
 from enricher.bundle.redact import redact_deep, redact_text
-from enricher.sources.deploys import DeploySignal, combine
+from enricher.sources.deploys import DeploySignal, combine, from_build_info
 from enricher.sources.loki import LogLine, mask, process
 from enricher.sources.prometheus import (
+    SeriesSamples,
     WireExemplar,
     WireExemplarSeries,
     normalize_trace_id,
@@ -295,3 +296,34 @@ def test_secrets_written_as_free_text_are_redacted_and_prose_is_not() -> None:
         "slow query: seq scan on orders (1.1M rows), index not used",
     ):
         assert redact_text(prose) == prose
+
+
+def _bi(version: str, start: int, end: int) -> SeriesSamples:
+    return SeriesSamples(
+        labels={"version": version, "commit": f"c{version}"},
+        samples=[(float(t), 1.0) for t in range(start, end + 1, 15)],
+    )
+
+
+def test_build_info_canary_new_version_is_the_one_first_seen_later() -> None:
+    # old and new pods both report to the end of the window, as in a canary
+    sig = from_build_info("s", [_bi("1.0", 0, 600), _bi("1.1", 300, 600)], "version", "commit")
+    assert sig is not None and (sig.version, sig.previous_version) == ("1.1", "1.0")
+    assert sig.time is not None and sig.time.timestamp() == 300
+
+
+def test_build_info_rollback_keeps_the_running_version_and_says_what_went() -> None:
+    sig = from_build_info("s", [_bi("1.0", 0, 600), _bi("1.1", 300, 390)], "version", "commit")
+    assert sig is not None and sig.version == "1.0" and sig.time is None
+    assert "1.1 ran from" in sig.detail and "gone again" in sig.detail
+
+
+def test_a_healthy_candidate_whose_request_failed_is_no_contrast() -> None:
+    from tests.evidence.conftest import fixture_json
+
+    failing = parse_trace("b22fc2a2caac4451e1a7afb90ea05a3b", fixture_json("tempo-trace-v2.json"))
+    assert failing is not None
+    twin = failing.model_copy(update={"trace_id": "1" * 32}, deep=True)
+    f = analyse_traces([failing], [twin])
+    assert f.healthy == []  # the root of the "healthy" one erred: it is not healthy
+    assert f.culprit is not None and "no healthy traces" in f.culprit.reason
