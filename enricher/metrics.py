@@ -105,6 +105,75 @@ class Metrics:
         self.n_accepted = self.notifications.labels("accepted")
         self.n_duplicate = self.notifications.labels("duplicate")
         self.n_rejected = self.notifications.labels("rejected")
+        # --- LLM root-cause stage: TTFT, decode speed, wall time and failure/retry rate, by
+        # phase (single, chunk, merge, repair), as a call's cost and speed differ per phase.
+        _llm = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+        self.llm_ttft = Histogram(
+            "enricher_llm_ttft_seconds",
+            "Time to first token of one LLM call (the whole latency when not streamed).",
+            ["phase"],
+            buckets=_llm,
+            registry=r,
+        )
+        self.llm_tokens_per_s = Histogram(
+            "enricher_llm_output_tokens_per_second",
+            "Output tokens per second of one LLM call, after the first token when streamed.",
+            ["phase"],
+            buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640, 1280),
+            registry=r,
+        )
+        self.llm_call_seconds = Histogram(
+            "enricher_llm_call_seconds",
+            "Wall time of one LLM call, retries included.",
+            ["phase"],
+            buckets=_llm,
+            registry=r,
+        )
+        self.llm_seconds = Histogram(
+            "enricher_llm_analysis_seconds",
+            "Wall time of the LLM stage for one alert, all calls included, by status.",
+            ["status"],
+            buckets=_llm,
+            registry=r,
+        )
+        self.llm_calls = Counter(
+            "enricher_llm_calls_total",
+            "LLM calls by phase and outcome (ok or the failure reason).",
+            ["phase", "outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "enricher_llm_tokens_total",
+            "LLM tokens (server-reported, else estimated as chars/4), by direction.",
+            ["direction"],
+            registry=r,
+        )
+        self.llm_retries = Counter(
+            "enricher_llm_retries_total", "Retried LLM requests.", registry=r
+        )
+        self.llm_failures = Counter(
+            "enricher_llm_failures_total",
+            "Failed LLM calls by reason (timeout, rate_limited, malformed, ...).",
+            ["reason"],
+            registry=r,
+        )
+        self.analysis_fallbacks = Counter(
+            "enricher_analysis_fallbacks_total",
+            "Alerts paged with the deterministic analysis alone, by why the LLM added nothing.",
+            ["reason"],
+            registry=r,
+        )
+        self.llm_cache_hits = Counter(
+            "enricher_llm_cache_hits_total",
+            "LLM answers reused for an identical bundle (cache or shared in-flight call).",
+            ["kind"],
+            registry=r,
+        )
+        self.llm_dropped_claims = Counter(
+            "enricher_llm_dropped_claims_total",
+            "LLM claims dropped by grounding (unknown or no evidence ids, injection, ...).",
+            registry=r,
+        )
 
     def child(self, metric: Any, *values: str) -> Any:
         """The labelled child, cached: `labels()` takes a lock and builds a tuple every call."""
