@@ -883,6 +883,10 @@ class Gatherer:
         if ev.service:
             order.append(ev.service)
         order += sorted({s.service for s in ev.deploy_signals})
+        # Deploys announced for services off the failing path: named, to be ruled out.
+        order += sorted(
+            {t.split(":", 1)[1] for a in ev.annotations for t in a.tags if t.startswith("service:")}
+        )
         out: list[DeployContext] = []
         for svc in list(dict.fromkeys(order)):
             signals = [s for s in ev.deploy_signals if s.service == svc]
@@ -918,7 +922,7 @@ class Gatherer:
                     f"{a.key}={a.value}" for a in f.flags if a.failing_only and svc in a.services
                 ]
             out.append(ctx)
-            if len(out) >= self.config.deploy_services + 1:
+            if len(out) >= self.config.deploy_services + 3:
                 break
         return out
 
