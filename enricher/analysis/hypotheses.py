@@ -31,6 +31,8 @@ GUESS_CAP = 0.25
 _SEQ_SCAN = re.compile(r"seq(uential)? scan|index not used|full table scan|missing index", re.I)
 _FROM = re.compile(r"\bFROM\s+([A-Za-z_][\w.]*)", re.I)
 _WHERE_COL = re.compile(r"\bWHERE\s+([A-Za-z_][\w.]*)\s*(=|IN\b|LIKE\b|>|<)", re.I)
+# Ids a log line carries for correlation: the page links the trace already.
+_IDS = re.compile(r"\s*\b(trace_?id|span_?id|traceID|spanID)=[0-9a-fA-F]+", re.I)
 _TIMEOUT = re.compile(r"time(d)?[ _-]?out|deadline exceeded|statement timeout", re.I)
 _ERRORISH = re.compile(r"\b(error|fail(ed|ure)?|exception|slow|timeout|refused)\b", re.I)
 _SATURATION = re.compile(
@@ -194,7 +196,7 @@ def _hypothesis(
     if c.exception:
         statement += f"; exception {_short(c.exception, 120)}"
     if key_log is not None and key_log.log is not None:
-        statement += f"; log: {_short(key_log.log.line, 140)}"
+        statement += f"; log: {_short(_IDS.sub('', key_log.log.line), 140)}"
     if flags and flags[0].attribute is not None:
         a = flags[0].attribute
         statement += f"; only with {a.key}={a.value}"
