@@ -32,17 +32,8 @@ from enricher.sources.config import SourcesConfig
 from tests.doubles.grafana import GrafanaDouble
 from tests.doubles.loki import LokiDouble
 from tests.doubles.prometheus import PrometheusDouble
-from tests.doubles.scenario import Incident
+from tests.doubles.scenario import Incident, TwoRegressions
 from tests.doubles.tempo import TempoDouble
-
-
-class _TwoRegressions(Incident):
-    def _request(self, failing: bool, t: float) -> None:
-        if failing:
-            self.culprit = ("ledger:INSERT entries", "fraud:POST /fraud/score")[
-                len(self.failing_ids) % 2
-            ]
-        super()._request(failing, t)
 
 
 def shapes() -> dict[str, Incident]:
@@ -50,7 +41,7 @@ def shapes() -> dict[str, Incident]:
     return {
         "dependency error": Incident(seed=3),
         "latency regression": Incident(mode="latency", service="cart", seed=4, end=base + 1000),
-        "two regressions": _TwoRegressions(service="shop", seed=5, end=base + 2000),
+        "two regressions": TwoRegressions(service="shop", seed=5, end=base + 2000),
         "nothing stands out": Incident(
             mode="latency",
             culprit_ms=12.0,

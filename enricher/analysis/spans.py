@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from enricher.sources.tempo import AttrValue, Span, Trace
+from enricher.sources.tempo import AttrValue, Span, SpanEvent, Trace
 
 RESOURCE_KEYS = {
     "service.name": ("service.name",),
@@ -262,6 +262,20 @@ def _is_error(s: Span) -> bool:
     return s.status == "error" or any(e.name == "exception" for e in s.events)
 
 
+def event_flag(e: SpanEvent) -> tuple[str, AttrValue] | None:
+    """A `feature_flag.evaluation` event as (feature_flag.<key>, variant or value), reading
+    the current and the older semantic-convention names."""
+    key = e.attributes.get("feature_flag.key")
+    if not key:
+        return None
+    val = (
+        e.attributes.get("feature_flag.result.variant")
+        or e.attributes.get("feature_flag.result.value")
+        or e.attributes.get("feature_flag.variant")
+    )
+    return f"feature_flag.{key}", val
+
+
 def span_facts(s: Span, depth: int, self_ns: int, critical: bool) -> SpanFacts:
     attrs: dict[str, AttrValue] = {}
     others: dict[str, AttrValue] = {}
@@ -287,15 +301,10 @@ def span_facts(s: Span, depth: int, self_ns: int, critical: bool) -> SpanFacts:
                     stacktrace=str(e.attributes.get("exception.stacktrace") or "")[:_MAX_STACK],
                 )
             )
-        elif e.name == "feature_flag.evaluation" or "feature_flag.key" in e.attributes:
-            key = e.attributes.get("feature_flag.key")
-            if key:
-                val = (
-                    e.attributes.get("feature_flag.result.variant")
-                    or e.attributes.get("feature_flag.result.value")
-                    or e.attributes.get("feature_flag.variant")
-                )
-                flags[f"feature_flag.{key}"] = val
+        else:
+            flag = event_flag(e)
+            if flag is not None:
+                flags[flag[0]] = flag[1]
     return SpanFacts(
         trace_id=s.trace_id,
         span_id=s.span_id,
@@ -404,14 +413,9 @@ def analyse_trace(
             if fk.startswith("feature_flag."):
                 flags[f"{fk}={_flag_value(fv)}"].add(s.service)
         for e in s.events:
-            key = e.attributes.get("feature_flag.key")
-            if key:
-                val = (
-                    e.attributes.get("feature_flag.result.variant")
-                    or e.attributes.get("feature_flag.result.value")
-                    or e.attributes.get("feature_flag.variant")
-                )
-                flags[f"feature_flag.{key}={_flag_value(val)}"].add(s.service)
+            flag = event_flag(e)
+            if flag is not None:
+                flags[f"{flag[0]}={_flag_value(flag[1])}"].add(s.service)
     ta = TraceAnalysis(
         trace_id=trace.trace_id,
         role=role,

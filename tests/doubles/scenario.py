@@ -367,3 +367,14 @@ class Incident:
                 f"Deploy {self.service} v{self.new_version} ({self.new_commit}) by CI",
                 ["deploy", f"service:{self.service}"],
             )
+
+
+class TwoRegressions(Incident):
+    """Half the failing requests hit one regression, half another, independent of it."""
+
+    regressions: tuple[str, str] = ("ledger:INSERT entries", "fraud:POST /fraud/score")
+
+    def _request(self, failing: bool, t: float) -> None:
+        if failing:
+            self.culprit = self.regressions[len(self.failing_ids) % 2]
+        super()._request(failing, t)

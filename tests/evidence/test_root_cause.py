@@ -15,7 +15,7 @@ from enricher.analysis.stage import RootCauseAnalyser
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 from enricher.pipeline.stages import AnalyseInput
-from tests.doubles.scenario import Incident
+from tests.doubles.scenario import Incident, TwoRegressions
 from tests.evidence.conftest import Doubles, GathererFactory
 
 
@@ -58,21 +58,10 @@ async def test_error_in_a_dependency_is_the_top_hypothesis_and_the_caller_deploy
     assert a.deterministic_ms < 50
 
 
-class _TwoRegressions(Incident):
-    """Half the failing requests hit one regression, half another, independent of it."""
-
-    def _request(self, failing: bool, t: float) -> None:
-        if failing:
-            self.culprit = ("ledger:INSERT entries", "fraud:POST /fraud/score")[
-                len(self.failing_ids) % 2
-            ]
-        super()._request(failing, t)
-
-
 async def test_two_independent_regressions_are_two_hypotheses(
     make_gatherer: GathererFactory, doubles: Doubles
 ) -> None:
-    inc = _TwoRegressions(failing=8, healthy=8)
+    inc = TwoRegressions(failing=8, healthy=8)
     bundle, a = await _analysed(make_gatherer, doubles, inc)
     ops = [(h.service, h.operation) for h in a.hypotheses if h.kind == "cause"]
     assert ("ledger", "INSERT entries") in ops and ("fraud", "POST /fraud/score") in ops, ops
