@@ -107,7 +107,6 @@ class Analysis(BaseModel):
     deploys: list[DeployVerdict] = Field(default_factory=list)
     llm: LLMInfo | None = None
     deterministic_ms: float = 0.0
-    bundle_hash: str = ""
     updated_at: datetime | None = None
 
     @property

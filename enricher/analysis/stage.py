@@ -53,7 +53,7 @@ class RootCauseAnalyser:
         llm: LLMAnalyser | None = None,
         metrics: Metrics | None = None,
         llm_total_timeout: float = 60.0,
-        merge: Callable[[list[Hypothesis], list[Hypothesis]], list[Hypothesis]] | None = None,
+        merge: Callable[..., list[Hypothesis]] | None = None,
     ) -> None:
         self.llm = llm
         self.metrics = metrics
@@ -79,7 +79,7 @@ class RootCauseAnalyser:
         task = asyncio.ensure_future(self.llm.analyse(bundle, det, llm_deadline))
         done, _ = await asyncio.wait({task}, timeout=wait)
         if task in done and not task.cancelled() and task.exception() is None:
-            return AnalyseOutput(analysis=self._merged(det, *task.result()))
+            return AnalyseOutput(analysis=self._merged(det, *task.result(), bundle))
         if task in done:
             exc = task.exception() if not task.cancelled() else None
             det.llm = LLMInfo(status="failed", reason=f"{type(exc).__name__}: {exc}"[:300])
@@ -92,18 +92,22 @@ class RootCauseAnalyser:
         )
         self._fallback("deadline")
         if inp.on_late is not None:
-            late = asyncio.ensure_future(self._finish_late(task, det, inp.on_late))
+            late = asyncio.ensure_future(self._finish_late(task, det, bundle, inp.on_late))
             self._late.add(late)
             late.add_done_callback(self._late.discard)
         else:
             task.cancel()
         return AnalyseOutput(analysis=det)
 
-    def _merged(self, det: Analysis, hyps: list[Hypothesis], info: LLMInfo) -> Analysis:
+    def _merged(
+        self, det: Analysis, hyps: list[Hypothesis], info: LLMInfo, bundle: EvidenceBundle
+    ) -> Analysis:
         out = det.model_copy(deep=True)
         out.llm = info
         if info.status == "ok" and hyps:
-            out.hypotheses = self.merge(det.hypotheses, hyps) if self.merge else det.hypotheses
+            out.hypotheses = (
+                self.merge(det.hypotheses, hyps, bundle) if self.merge else det.hypotheses
+            )
             top = out.hypotheses[0]
             out.summary = info.summary or top.statement
             out.unknown = top.kind == "unknown"
@@ -119,6 +123,7 @@ class RootCauseAnalyser:
         self,
         task: asyncio.Future[tuple[list[Hypothesis], LLMInfo]],
         det: Analysis,
+        bundle: EvidenceBundle,
         on_late: LateHandler,
     ) -> None:
         try:
@@ -126,7 +131,7 @@ class RootCauseAnalyser:
         except Exception as exc:
             log.warning("late LLM analysis failed", extra={"error": f"{exc!r}"[:300]})
             return
-        updated = self._merged(det, hyps, info)
+        updated = self._merged(det, hyps, info, bundle)
         updated.updated_at = datetime.now(UTC)
         try:
             await on_late(updated)
