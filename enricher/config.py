@@ -141,9 +141,49 @@ class WebhookNotifierConfig(_Model):
         return self
 
 
+_PD_SEVERITIES = ("critical", "error", "warning", "info")
+
+
+class PagerDutyNotifierConfig(_Model):
+    """PagerDuty Events API v2. The routing key is the credential: it is never logged and
+    never appears on a page."""
+
+    routing_key: str | None = Field(default=None, repr=False)
+    routing_key_file: Path | None = None
+    url: AnyHttpUrl = AnyHttpUrl("https://events.pagerduty.com/v2/enqueue")
+    timeout: Seconds = 10.0
+    # The alert's severity label -> PagerDuty severity; unmapped values become `default_severity`.
+    severities: dict[str, str] = Field(
+        default_factory=lambda: {
+            "critical": "critical",
+            "page": "critical",
+            "error": "error",
+            "high": "error",
+            "warning": "warning",
+            "warn": "warning",
+            "info": "info",
+            "none": "info",
+        }
+    )
+    default_severity: str = "error"
+
+    @model_validator(mode="after")
+    def _load(self) -> PagerDutyNotifierConfig:
+        self.routing_key = _read_secret(
+            self.routing_key, self.routing_key_file, "routing_key_file"
+        )
+        if not self.routing_key:
+            raise ValueError("routing_key or routing_key_file is required")
+        for k, v in {**self.severities, "default_severity": self.default_severity}.items():
+            if v not in _PD_SEVERITIES:
+                raise ValueError(f"severity {k}: {v!r} is not one of {', '.join(_PD_SEVERITIES)}")
+        return self
+
+
 class NotifiersConfig(_Model):
     log: LogNotifierConfig = Field(default_factory=LogNotifierConfig)
     webhook: WebhookNotifierConfig | None = None
+    pagerduty: PagerDutyNotifierConfig | None = None
 
 
 class Config(_Model):

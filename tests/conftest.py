@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from enricher.analysis.spans import analyse_traces
+from enricher.bundle.build import GatheredEvidence, build_bundle
+from enricher.bundle.model import AlertInfo, EvidenceBundle
 from enricher.config import load_config
 from enricher.notify.page import Page
 from enricher.server import SERVICE, Service, create_app
+from enricher.sources.tempo import parse_trace
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -34,6 +39,35 @@ def webhook_body(**changes: Any) -> dict[str, Any]:
     body.update(changes)
     body["alerts"][0].update(alert_changes)
     return body
+
+
+def checkout_bundle() -> EvidenceBundle:
+    """The recorded checkout trace against a healthy copy of it without the slow query."""
+    doc = json.loads((REAL / "tempo-trace-v2.json").read_text())
+    failing = parse_trace("b22fc2a2caac4451e1a7afb90ea05a3b", doc)
+    assert failing is not None
+    healthy_spans = []
+    for s in failing.spans:
+        s = s.model_copy(deep=True)
+        s.status, s.status_message, s.events = "ok", "", []
+        if s.name == "SELECT orders":
+            s.end_ns = s.start_ns + 16_000_000
+        if s.parent_id is None:
+            s.end_ns = s.start_ns + 60_000_000
+        healthy_spans.append(s)
+    healthy = failing.model_copy(
+        update={"trace_id": "1" * 32, "spans": healthy_spans}, deep=True
+    )
+    findings = analyse_traces([failing], [healthy])
+    now = datetime.now(UTC)
+    ev = GatheredEvidence(
+        alert=AlertInfo(alertname="CheckoutHighErrorRate", status="firing", starts_at=now),
+        service="checkout",
+        window_start=now,
+        window_end=now,
+        findings=findings,
+    )
+    return build_bundle(ev, 6000)
 
 
 class Recorder:

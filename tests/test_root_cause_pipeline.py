@@ -7,56 +7,22 @@ one (intake, SQLite store, pipeline, analyse stage, pages API).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from enricher.analysis.spans import analyse_traces
-from enricher.bundle.build import GatheredEvidence, build_bundle
-from enricher.bundle.model import AlertInfo, EvidenceBundle, EvidenceItem
+from enricher.bundle.model import EvidenceItem
 from enricher.pipeline.stages import GatherInput, GatherOutput
 from enricher.sources.loki import LogLine
-from enricher.sources.tempo import parse_trace
-from tests.conftest import REAL, MakeClient, Recorder, post, wait_pages, webhook_body
+from tests.conftest import MakeClient, Recorder, checkout_bundle, post, wait_pages, webhook_body
 from tests.doubles.llm import LLMDouble
-
-
-def _bundle() -> EvidenceBundle:
-    """The recorded checkout trace against a healthy copy of it without the slow query."""
-    doc = json.loads((REAL / "tempo-trace-v2.json").read_text())
-    failing = parse_trace("b22fc2a2caac4451e1a7afb90ea05a3b", doc)
-    assert failing is not None
-    healthy_spans = []
-    for s in failing.spans:
-        s = s.model_copy(deep=True)
-        s.status, s.status_message, s.events = "ok", "", []
-        if s.name == "SELECT orders":
-            s.end_ns = s.start_ns + 16_000_000
-        if s.parent_id is None:
-            s.end_ns = s.start_ns + 60_000_000
-        healthy_spans.append(s)
-    healthy = failing.model_copy(
-        update={"trace_id": "1" * 32, "spans": healthy_spans}, deep=True
-    )
-    findings = analyse_traces([failing], [healthy])
-    now = datetime.now(UTC)
-    ev = GatheredEvidence(
-        alert=AlertInfo(alertname="CheckoutHighErrorRate", status="firing", starts_at=now),
-        service="checkout",
-        window_start=now,
-        window_end=now,
-        findings=findings,
-    )
-    return build_bundle(ev, 6000)
 
 
 class StaticGatherer:
     def __init__(self, extra_log: str | None = None) -> None:
-        self.bundle = _bundle()
+        self.bundle = checkout_bundle()
         if extra_log is not None:
             self.bundle.items.append(
                 EvidenceItem(

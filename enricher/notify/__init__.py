@@ -6,6 +6,7 @@ from enricher.config import NotifiersConfig
 from enricher.notify.base import DeliveryError, Notifier
 from enricher.notify.log import LogNotifier
 from enricher.notify.page import Page, build_page
+from enricher.notify.pagerduty import PagerDutyNotifier
 from enricher.notify.webhook import WebhookNotifier
 
 __all__ = ["DeliveryError", "Notifier", "Page", "build_notifiers", "build_page"]
@@ -17,4 +18,6 @@ def build_notifiers(config: NotifiersConfig) -> list[Notifier]:
         out.append(LogNotifier())
     if config.webhook is not None:
         out.append(WebhookNotifier(config.webhook))
+    if config.pagerduty is not None:
+        out.append(PagerDutyNotifier(config.pagerduty))
     return out
