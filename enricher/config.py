@@ -180,10 +180,28 @@ class PagerDutyNotifierConfig(_Model):
         return self
 
 
+class SlackNotifierConfig(_Model):
+    """Slack incoming webhook. The URL is the credential: never logged, never on a page."""
+
+    webhook_url: str | None = Field(default=None, repr=False)
+    webhook_url_file: Path | None = None
+    timeout: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _load(self) -> SlackNotifierConfig:
+        self.webhook_url = _read_secret(self.webhook_url, self.webhook_url_file, "webhook_url_file")
+        if not self.webhook_url:
+            raise ValueError("webhook_url or webhook_url_file is required")
+        if not self.webhook_url.startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return self
+
+
 class NotifiersConfig(_Model):
     log: LogNotifierConfig = Field(default_factory=LogNotifierConfig)
     webhook: WebhookNotifierConfig | None = None
     pagerduty: PagerDutyNotifierConfig | None = None
+    slack: SlackNotifierConfig | None = None
 
 
 class Config(_Model):
