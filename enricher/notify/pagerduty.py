@@ -14,14 +14,13 @@ import json
 import logging
 from typing import Any, Literal
 
-import aiohttp
 from pydantic import BaseModel, Field
 
 from enricher.bundle.build import safe_link
 from enricher.config import PagerDutyNotifierConfig
 from enricher.notify.base import DeliveryError
+from enricher.notify.http import Poster
 from enricher.notify.page import Page, clip, evidence_summary
-from enricher.notify.webhook import retry_after_seconds
 
 log = logging.getLogger("enricher.notify.pagerduty")
 
@@ -166,7 +165,7 @@ class PagerDutyNotifier:
     def __init__(self, config: PagerDutyNotifierConfig, public_url: str | None = None) -> None:
         self.config = config
         self.public_url = public_url
-        self._session: aiohttp.ClientSession | None = None
+        self.http = Poster(config.timeout)
 
     async def send(self, page: Page) -> None:
         assert self.config.routing_key is not None  # the config refuses to load without one
@@ -180,31 +179,18 @@ class PagerDutyNotifier:
         body = event.body()
         if len(body.encode()) > MAX_EVENT_BYTES:  # cannot happen with the budgets above
             raise DeliveryError("event over PagerDuty's 512 KB limit", retryable=False)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+        answer = await self.http.post(
+            str(self.config.url), body, {"Content-Type": "application/json"}
+        )
+        if answer.status in (200, 201, 202):
+            return
+        if answer.status < 500 and answer.status != 429:
+            # 400: the event is wrong; sending it again cannot help.
+            log.error(
+                "PagerDuty rejected the event",
+                extra={"status": answer.status, "body": answer.text, "page_id": page.id},
             )
-        try:
-            async with self._session.post(
-                str(self.config.url), data=body, headers={"Content-Type": "application/json"}
-            ) as resp:
-                text = (await resp.text(errors="replace"))[:500]
-                if resp.status in (200, 201, 202):
-                    return
-                if resp.status == 429 or resp.status >= 500:
-                    raise DeliveryError(
-                        f"HTTP {resp.status}: {text[:200]}",
-                        retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-                    )
-                # 400: the event is wrong; sending it again cannot help.
-                log.error(
-                    "PagerDuty rejected the event",
-                    extra={"status": resp.status, "body": text, "page_id": page.id},
-                )
-                raise DeliveryError(f"HTTP {resp.status}: {text[:200]}", retryable=False)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        raise answer.error()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()

@@ -9,16 +9,14 @@ joiner) and cuts each text to its Block Kit limit on code points, with an ellips
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-import aiohttp
-
 from enricher.bundle.build import safe_link
 from enricher.config import SlackNotifierConfig
-from enricher.notify.base import DeliveryError
+from enricher.notify.http import Poster
 from enricher.notify.page import Page
-from enricher.notify.webhook import retry_after_seconds
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -171,30 +169,18 @@ class SlackWebhookNotifier:
     def __init__(self, config: SlackNotifierConfig, public_url: str | None = None) -> None:
         self.config = config
         self.public_url = public_url
-        self._session: aiohttp.ClientSession | None = None
+        self.http = Poster(config.timeout)
 
     async def send(self, page: Page) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout)
-            )
         assert self.config.webhook_url is not None
-        try:
-            async with self._session.post(
-                self.config.webhook_url, json=build_message(page, self.public_url)
-            ) as resp:
-                text = (await resp.text(errors="replace"))[:200]
-                if resp.status == 200:
-                    return
-                # 429 and 5xx are Slack being busy; anything else is a bad or dead webhook.
-                raise DeliveryError(
-                    f"HTTP {resp.status}: {text}",
-                    retryable=resp.status == 429 or resp.status >= 500,
-                    retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}") from None
+        answer = await self.http.post(
+            self.config.webhook_url,
+            json.dumps(build_message(page, self.public_url)),
+            {"Content-Type": "application/json"},
+            secret_url=True,
+        )
+        if answer.status != 200:  # 429 and 5xx are Slack being busy; the rest is permanent
+            raise answer.error()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
