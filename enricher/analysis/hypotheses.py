@@ -158,7 +158,7 @@ def _hypothesis(
                 name="downstream_error",
                 weight=0.05,
                 detail="the failure is passed on to " + ", ".join(callers[:3]),
-                evidence_ids=[i for i in _trace_ids(bundle)][:2],
+                evidence_ids=_trace_ids(bundle)[:2],
             )
         )
 

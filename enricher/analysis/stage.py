@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from enricher.analysis.hypotheses import analyse_bundle
 from enricher.analysis.model import Analysis, Hypothesis, LLMInfo
@@ -31,13 +32,12 @@ _MARGIN_FRACTION = 0.05
 LateHandler = Callable[[Analysis], Awaitable[None]]
 
 
-class LLMAnalyser:
+class LLMAnalyser(Protocol):
     """What the stage needs of the LLM stage (`enricher.analysis.llm_stage.LLMStage`)."""
 
     async def analyse(
         self, bundle: EvidenceBundle, deterministic: Analysis, deadline: float
-    ) -> tuple[list[Hypothesis], LLMInfo]:  # pragma: no cover - protocol
-        raise NotImplementedError
+    ) -> tuple[list[Hypothesis], LLMInfo]: ...
 
 
 def no_evidence_analysis(why: str) -> Analysis:
@@ -111,12 +111,12 @@ class RootCauseAnalyser:
             top = out.hypotheses[0]
             out.summary = info.summary or top.statement
             out.unknown = top.kind == "unknown"
-        elif info.status != "ok":
-            self._fallback(info.status)
+        # (a failed LLM answer is counted as a fallback by the LLM stage itself)
         return out
 
     def _fallback(self, reason: str) -> None:
-        if self.metrics is not None and hasattr(self.metrics, "analysis_fallbacks"):
+        """Fallbacks the LLM stage cannot see: the page deadline passed, or it raised."""
+        if self.metrics is not None:
             self.metrics.child(self.metrics.analysis_fallbacks, reason).inc()
 
     async def _finish_late(

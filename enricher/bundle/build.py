@@ -482,20 +482,15 @@ def _build_core(ev: GatheredEvidence, max_lines: int) -> BundleCore:
     if culprit_summary is not None:
         culprit_summary.log_item_ids = culprit_logs[:10]
     for extra in summaries[1:]:
+        op = op_key(extra.service, extra.operation)
         extra.log_item_ids = [
-            i.id
-            for i in items
-            if i.log is not None and span_ops.get(i.log.span_id or "") == extra_op(extra)
+            i.id for i in items if i.log is not None and span_ops.get(i.log.span_id or "") == op
         ][:10]
 
     core = BundleCore([BudgetEntry(i) for i in items], culprit_summary, lines_in, note)
     core.culprits = culprits_out
     core.no_standout = f.unknown_reason if f is not None else ""
     return core
-
-
-def extra_op(c: CulpritSummary) -> str:
-    return op_key(c.service, c.operation)
 
 
 def _culprit_items(
