@@ -181,19 +181,61 @@ class PagerDutyNotifierConfig(_Model):
 
 
 class SlackNotifierConfig(_Model):
-    """Slack incoming webhook. The URL is the credential: never logged, never on a page."""
+    """Slack, in one of two modes. Incoming webhook (`webhook_url`): post only. Bot token
+    (`bot_token`, `channel`): `chat.postMessage`, then `chat.update` when the analysis is
+    updated or the alert resolves, and the detail in a thread reply. The URL and the token are
+    credentials: never logged, never on a page."""
 
     webhook_url: str | None = Field(default=None, repr=False)
     webhook_url_file: Path | None = None
+    bot_token: str | None = Field(default=None, repr=False)
+    bot_token_file: Path | None = None
+    # The default channel (an ID such as C0123 or a name such as #oncall); routes may override.
+    channel: str | None = None
+    api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api")
     timeout: Seconds = 10.0
+    # Slack allows about one message per second per channel; sends to one channel are queued
+    # and spaced by this much (a 429's Retry-After pauses the channel for as long as it says).
+    min_interval: Seconds = Field(default=1.0, ge=0)
+    # Bot mode: all hypotheses, more log lines and stage timings in a thread reply.
+    thread_detail: bool = True
 
     @model_validator(mode="after")
     def _load(self) -> SlackNotifierConfig:
         self.webhook_url = _read_secret(self.webhook_url, self.webhook_url_file, "webhook_url_file")
-        if not self.webhook_url:
-            raise ValueError("webhook_url or webhook_url_file is required")
-        if not self.webhook_url.startswith(("https://", "http://")):
+        self.bot_token = _read_secret(self.bot_token, self.bot_token_file, "bot_token_file")
+        if bool(self.webhook_url) == bool(self.bot_token):
+            raise ValueError("set exactly one of webhook_url(_file) or bot_token(_file)")
+        if self.webhook_url and not self.webhook_url.startswith(("https://", "http://")):
             raise ValueError("webhook_url must be an http(s) URL")
+        if self.bot_token and not self.channel:
+            raise ValueError("channel is required with bot_token")
+        return self
+
+    @property
+    def bot(self) -> bool:
+        return bool(self.bot_token)
+
+
+class AlertmanagerForwardConfig(_Model):
+    """Posts enriched alerts back to an Alertmanager (`POST /api/v2/alerts`) with the evidence
+    as annotations and a marker label, so receivers a team already has get it."""
+
+    url: AnyHttpUrl
+    timeout: Seconds = 5.0
+    # The marker label: the Alertmanager route sends alerts carrying it to the real receivers
+    # and never back to the enricher; the intake ignores alerts that carry it.
+    label: str = Field(default="enriched", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    annotation_prefix: str = Field(default="enricher_", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    bearer_token: str | None = Field(default=None, repr=False)
+    bearer_token_file: Path | None = None
+    basic: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _load(self) -> AlertmanagerForwardConfig:
+        self.bearer_token = _read_secret(
+            self.bearer_token, self.bearer_token_file, "bearer_token_file"
+        )
         return self
 
 
@@ -202,6 +244,57 @@ class NotifiersConfig(_Model):
     webhook: WebhookNotifierConfig | None = None
     pagerduty: PagerDutyNotifierConfig | None = None
     slack: SlackNotifierConfig | None = None
+    alertmanager: AlertmanagerForwardConfig | None = None
+
+    def names(self) -> list[str]:
+        """The configured notifiers, in delivery order."""
+        out = ["log"] if self.log.enabled else []
+        return out + [
+            n for n in ("webhook", "pagerduty", "slack", "alertmanager") if getattr(self, n)
+        ]
+
+
+class RouteConfig(_Model):
+    """Which notifiers get an alert: Alertmanager's matcher syntax on the group's labels
+    (`team="payments"`, `severity=~"critical|page"`, `env!="dev"`, `service!~"batch-.*"`),
+    all of which must match. The first matching route wins unless it says `continue: true`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    matchers: list[str] = Field(default_factory=list)
+    # Notifier names (log, webhook, slack, pagerduty, alertmanager); unset means all configured.
+    notifiers: list[str] | None = None
+    slack_channel: str | None = None
+    pagerduty_routing_key: str | None = Field(default=None, repr=False)
+    pagerduty_routing_key_file: Path | None = None
+    continue_: bool = Field(default=False, alias="continue")
+
+    @model_validator(mode="after")
+    def _load(self) -> RouteConfig:
+        self.pagerduty_routing_key = _read_secret(
+            self.pagerduty_routing_key,
+            self.pagerduty_routing_key_file,
+            "pagerduty_routing_key_file",
+        )
+        from enricher.notify.routing import parse_matcher
+
+        for m in self.matchers:
+            parse_matcher(m)  # raises ValueError naming the matcher
+        return self
+
+
+class DefaultRouteConfig(_Model):
+    """Where an alert goes when no route matches; unset `notifiers` means all configured."""
+
+    notifiers: list[str] | None = None
+
+
+class ApiConfig(_Model):
+    """Read access to pages (`/pages`, `/api/v1/pages`): they hold log lines, span attributes
+    and deploy details. Unset, the intake's credentials are required when it has any."""
+
+    auth: AuthConfig | None = None
 
 
 class Config(_Model):
@@ -212,8 +305,37 @@ class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     notifiers: NotifiersConfig = Field(default_factory=NotifiersConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    default_route: DefaultRouteConfig = Field(default_factory=DefaultRouteConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    # Where people reach this service (https://enricher.example.com): pages link to it.
+    public_url: AnyHttpUrl | None = None
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @model_validator(mode="after")
+    def _routes(self) -> Config:
+        configured = set(self.notifiers.names())
+        for i, r in enumerate(self.routes):
+            for n in r.notifiers or []:
+                if n not in configured:
+                    raise ValueError(
+                        f"routes[{i}].notifiers: {n!r} is not configured "
+                        f"(configured: {', '.join(sorted(configured)) or 'none'})"
+                    )
+            if r.slack_channel and not (self.notifiers.slack and self.notifiers.slack.bot):
+                raise ValueError(f"routes[{i}].slack_channel needs notifiers.slack.bot_token")
+            if r.pagerduty_routing_key and self.notifiers.pagerduty is None:
+                raise ValueError(f"routes[{i}].pagerduty_routing_key needs notifiers.pagerduty")
+        for n in self.default_route.notifiers or []:
+            if n not in configured:
+                raise ValueError(f"default_route.notifiers: {n!r} is not configured")
+        return self
+
+    @property
+    def read_auth(self) -> AuthConfig:
+        """Who may read pages: `api.auth`, else the intake's credentials."""
+        return self.api.auth if self.api.auth is not None else self.intake.auth
 
     @property
     def host_port(self) -> tuple[str, int]:

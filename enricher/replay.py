@@ -30,7 +30,9 @@ from enricher.config import Config, ConfigError, load_config
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
+from enricher.notify.base import SendContext
 from enricher.notify.page import Page, build_page
+from enricher.notify.routing import Target
 from enricher.pipeline.stages import AnalyseInput, run_stage
 
 
@@ -139,9 +141,11 @@ async def replay(config: Config, path: Path, deliver: bool) -> Page:
         analysis=analysed.analysis if analysed else None,
     )
     if deliver:
-        for notifier in build_notifiers(config.notifiers):
+        for notifier in build_notifiers(config):
             try:
-                await notifier.send(page)
+                await notifier.send(
+                    page, SendContext(target=Target(name=notifier.name, notifier=notifier.name))
+                )
             finally:
                 await notifier.close()
     return page

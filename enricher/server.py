@@ -53,7 +53,7 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.store: SQLiteStore = make_store(config, self.metrics.committed)
-        self.notifiers = notifiers if notifiers is not None else build_notifiers(config.notifiers)
+        self.notifiers = notifiers if notifiers is not None else build_notifiers(config)
         self.evidence: EvidenceGatherer | None = None
         if gatherer is None and config.sources.any_configured:
             self.evidence = EvidenceGatherer(config.sources, deploys=StoredDeploys(self.store))

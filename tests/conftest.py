@@ -16,6 +16,7 @@ from enricher.analysis.spans import analyse_traces
 from enricher.bundle.build import GatheredEvidence, build_bundle
 from enricher.bundle.model import AlertInfo, EvidenceBundle
 from enricher.config import load_config
+from enricher.notify.base import SendContext
 from enricher.notify.page import Page
 from enricher.server import SERVICE, Service, create_app
 from enricher.sources.tempo import parse_trace
@@ -79,7 +80,9 @@ class Recorder:
         self.pages: list[Page] = []
         self.event = asyncio.Event()
 
-    async def send(self, page: Page) -> None:
+    edits = False
+
+    async def send(self, page: Page, ctx: SendContext) -> None:
         self.pages.append(page)
         self.event.set()
 

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from enricher.config import NotifiersConfig
-from enricher.notify.base import DeliveryError, Notifier
+from enricher.config import Config
+from enricher.notify.base import DeliveryError, Notifier, SendContext
 from enricher.notify.log import LogNotifier
 from enricher.notify.page import Page, build_page
 from enricher.notify.pagerduty import PagerDutyNotifier
 from enricher.notify.slack import SlackWebhookNotifier
 from enricher.notify.webhook import WebhookNotifier
 
-__all__ = ["DeliveryError", "Notifier", "Page", "build_notifiers", "build_page"]
+__all__ = [
+    "DeliveryError",
+    "Notifier",
+    "Page",
+    "SendContext",
+    "build_notifiers",
+    "build_page",
+]
 
 
-def build_notifiers(config: NotifiersConfig) -> list[Notifier]:
+def build_notifiers(config: Config) -> list[Notifier]:
+    """One notifier per configured integration, in `NotifiersConfig.names()` order."""
+    nc = config.notifiers
+    public = str(config.public_url).rstrip("/") if config.public_url else None
     out: list[Notifier] = []
-    if config.log.enabled:
+    if nc.log.enabled:
         out.append(LogNotifier())
-    if config.webhook is not None:
-        out.append(WebhookNotifier(config.webhook))
-    if config.pagerduty is not None:
-        out.append(PagerDutyNotifier(config.pagerduty))
-    if config.slack is not None:
-        out.append(SlackWebhookNotifier(config.slack))
+    if nc.webhook is not None:
+        out.append(WebhookNotifier(nc.webhook))
+    if nc.pagerduty is not None:
+        out.append(PagerDutyNotifier(nc.pagerduty, public))
+    if nc.slack is not None:
+        out.append(SlackWebhookNotifier(nc.slack, public))
     return out

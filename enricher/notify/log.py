@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from enricher.notify.base import SendContext
 from enricher.notify.page import Page, evidence_summary
 
 log = logging.getLogger("enricher.page")
@@ -11,8 +12,9 @@ log = logging.getLogger("enricher.page")
 
 class LogNotifier:
     name = "log"
+    edits = False
 
-    async def send(self, page: Page) -> None:
+    async def send(self, page: Page, ctx: SendContext) -> None:
         log.info(
             page.title,
             extra={

@@ -62,6 +62,8 @@ class Page(BaseModel):
     resolved_by: int | None = None
     evidence: EvidenceBundle | None = None
     analysis: Analysis | None = None
+    # Milliseconds each pipeline stage took for this page (gather, analyse), for the detail.
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 def dedup_key(group_key: str) -> str:
@@ -130,6 +132,7 @@ def build_page(
         resolved_by=None,
         evidence=evidence,
         analysis=analysis,
+        timings={},
     )
 
 

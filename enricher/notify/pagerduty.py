@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from enricher.bundle.build import safe_link
 from enricher.config import PagerDutyNotifierConfig
-from enricher.notify.base import DeliveryError
+from enricher.notify.base import DeliveryError, SendContext
 from enricher.notify.http import Poster
 from enricher.notify.page import Page, clip, evidence_summary
 
@@ -161,17 +161,21 @@ def build_event(
 
 class PagerDutyNotifier:
     name = "pagerduty"
+    edits = False  # PagerDuty folds a second trigger into the open alert; nothing to edit
 
     def __init__(self, config: PagerDutyNotifierConfig, public_url: str | None = None) -> None:
         self.config = config
         self.public_url = public_url
         self.http = Poster(config.timeout)
 
-    async def send(self, page: Page) -> None:
-        assert self.config.routing_key is not None  # the config refuses to load without one
+    async def send(self, page: Page, ctx: SendContext) -> None:
+        # A route may send to another PagerDuty service; the config refuses to load without
+        # a default key.
+        key = ctx.target.routing_key or self.config.routing_key
+        assert key is not None
         event = build_event(
             page,
-            self.config.routing_key,
+            key,
             self.config.severities,
             self.config.default_severity,
             self.public_url,

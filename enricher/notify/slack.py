@@ -15,6 +15,7 @@ from typing import Any
 
 from enricher.bundle.build import safe_link
 from enricher.config import SlackNotifierConfig
+from enricher.notify.base import SendContext
 from enricher.notify.http import Poster
 from enricher.notify.page import Page
 
@@ -165,13 +166,14 @@ def _buttons(page: Page, public_url: str | None) -> list[dict[str, Any]]:
 
 class SlackWebhookNotifier:
     name = "slack"
+    edits = False  # an incoming webhook can only post
 
     def __init__(self, config: SlackNotifierConfig, public_url: str | None = None) -> None:
         self.config = config
         self.public_url = public_url
         self.http = Poster(config.timeout)
 
-    async def send(self, page: Page) -> None:
+    async def send(self, page: Page, ctx: SendContext) -> None:
         assert self.config.webhook_url is not None
         answer = await self.http.post(
             self.config.webhook_url,

@@ -28,7 +28,8 @@ from enricher.bundle.model import EvidenceBundle
 from enricher.config import Config
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
-from enricher.notify.base import DeliveryError, Notifier
+from enricher.notify.base import DeliveryError, Notifier, SendContext
+from enricher.notify.routing import Target
 from enricher.notify.page import Page, build_page
 from enricher.pipeline.stages import (
     AnalyseInput,
@@ -340,7 +341,7 @@ class Pipeline:
             retry_after: float | None = None
             try:
                 async with asyncio.timeout(self.pc.timeouts.deliver):
-                    await notifier.send(page)
+                    await notifier.send(page, SendContext(target=Target(name=notifier.name, notifier=notifier.name)))
             except DeliveryError as exc:
                 error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
             except TimeoutError:
