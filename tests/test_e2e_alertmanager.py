@@ -86,6 +86,9 @@ def test_real_alertmanager_delivers_a_page(stack: Stack):
             "attempts": 1,
             "last_error": None,
             "delivered_at": page["deliveries"][0]["delivered_at"],
+            "next_try": None,
+            "receipt": None,
+            "kind": "page",
         }
     ]
     assert page["paged_at"] <= page["deadline"]

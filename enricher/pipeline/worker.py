@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -28,9 +27,10 @@ from enricher.bundle.model import EvidenceBundle
 from enricher.config import Config
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
-from enricher.notify.base import DeliveryError, Notifier, SendContext
-from enricher.notify.routing import Target
+from enricher.notify.base import Notifier
 from enricher.notify.page import Page, build_page
+from enricher.notify.routing import Router
+from enricher.pipeline.outbox import Outbox
 from enricher.pipeline.stages import (
     AnalyseInput,
     Analyser,
@@ -40,7 +40,7 @@ from enricher.pipeline.stages import (
     NoEvidence,
     run_stage,
 )
-from enricher.store.base import Job, JobState, PageRecord, StoreError
+from enricher.store.base import DeliveryRecord, Job, JobState, PageRecord, StoreError
 from enricher.store.sqlite import SQLiteStore
 
 log = logging.getLogger("enricher.pipeline")
@@ -66,6 +66,16 @@ class Pipeline:
         self.gatherer: Gatherer = gatherer or NoEvidence()
         self.analyser: Analyser = analyser or NoAnalysis()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.router = Router(config, available=list(self.notifiers))
+        self.outbox = Outbox(
+            store,
+            self.pc,
+            self.notifiers,
+            self.router,
+            metrics,
+            self.owner,
+            on_done=lambda _jid: self._wake.set(),
+        )
         self.slots = self.pc.workers
         self.reserved = max(1, self.slots // 4) if self.slots > 1 else 0
         self.active: dict[int, tuple[asyncio.Task[None], int]] = {}
@@ -114,6 +124,14 @@ class Pipeline:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        # Jobs that finished just now hand their pages to the outbox: wait for those too.
+        tasks = list(self.outbox.inflight.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
         with contextlib.suppress(StoreError):
             released = await self.store.release(self.owner)
             if released:
@@ -149,8 +167,8 @@ class Pipeline:
         for job in jobs:
             if self._stopping:
                 break
-            if job.id in self.active:  # its lease lapsed while it ran: it is still ours
-                continue
+            if job.id in self.active or job.id in self.outbox.inflight:
+                continue  # its lease lapsed while it ran: it is still ours
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self.active[job.id] = (task, job.priority)
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
@@ -167,9 +185,10 @@ class Pipeline:
         every = max(0.5, self.pc.lease / 3)
         while True:
             await asyncio.sleep(every)
-            if self.active:
+            held = [*self.active, *self.outbox.inflight]
+            if held:
                 with contextlib.suppress(StoreError):
-                    await self.store.renew(list(self.active), self.owner, self.pc.lease)
+                    await self.store.renew(held, self.owner, self.pc.lease)
 
     async def _run(self, job: Job) -> None:
         token = logs.job_id.set(job.id)
@@ -206,10 +225,11 @@ class Pipeline:
         if job.state == JobState.DELIVERING:
             record = await self.store.get_page(job.id)
             if record is not None:
-                pending = await self.store.pending_deliveries(job.id)
-                await self._deliver(job, Page.model_validate(record.doc), pending)
+                pending = [d for d in record.deliveries if d.state == "pending"]
+                self.outbox.submit(job, Page.model_validate(record.doc), pending)
                 return
         page = await self._build(job, msg)
+        targets = [t.name for t in self.router.targets(page.labels)]
         await self.store.save_page(
             PageRecord.model_construct(
                 id=page.id,
@@ -224,16 +244,34 @@ class Pipeline:
                 resolved_by=None,
                 deliveries=[],
             ),
-            list(self.notifiers),
+            targets,
             resolves=page.resolves,
         )
-        await self._deliver(job, page, list(self.notifiers))
+        self.outbox.submit(
+            job,
+            page,
+            [
+                DeliveryRecord.model_construct(
+                    page_id=page.id,
+                    notifier=t,
+                    state="pending",
+                    attempts=0,
+                    last_error=None,
+                    delivered_at=None,
+                    next_try=None,
+                    receipt=None,
+                    kind="page",
+                )
+                for t in targets
+            ],
+        )
 
     async def _build(self, job: Job, msg: WebhookMessage) -> Page:
         reasons: list[str] = []
         bundle: EvidenceBundle | None = None
         analysis: Analysis | None = None
         resolves: int | None = None
+        timings: dict[str, float] = {}
         timeouts = self.pc.timeouts
         if msg.status == "resolved":
             prior = await self.store.latest_firing_page(job.group_key, job.id)
@@ -246,6 +284,7 @@ class Pipeline:
             bundle = EvidenceBundle.model_validate_json(job.bundle)
         else:
             budget = job.deadline - time.time() - self.pc.delivery_reserve
+            t0 = time.perf_counter()
             gathered, why = await run_stage(
                 "gather",
                 lambda: self.gatherer.gather(
@@ -261,6 +300,7 @@ class Pipeline:
                 min(timeouts.gather, budget),
                 self.metrics,
             )
+            timings["gather"] = round((time.perf_counter() - t0) * 1000, 1)
             if why:
                 reasons.append(why)
             if gathered is not None:
@@ -272,6 +312,7 @@ class Pipeline:
                 )
         if msg.status == "firing":
             budget = job.deadline - time.time() - self.pc.delivery_reserve
+            t0 = time.perf_counter()
             analysed, why = await run_stage(
                 "analyse",
                 lambda: self.analyser.analyse(
@@ -285,12 +326,13 @@ class Pipeline:
                 min(timeouts.analyse, budget),
                 self.metrics,
             )
+            timings["analyse"] = round((time.perf_counter() - t0) * 1000, 1)
             if why:
                 reasons.append(why)
             if analysed is not None:
                 analysis = analysed.analysis
                 reasons.extend(analysed.reasons)
-        return build_page(
+        page = build_page(
             job.id,
             msg,
             received_at=job.received_at,
@@ -300,6 +342,8 @@ class Pipeline:
             evidence=bundle,
             analysis=analysis,
         )
+        page.timings = timings
+        return page
 
     async def _late_analysis(self, page_id: int, analysis: Analysis) -> None:
         """An analysis that finished after the page went out (a slow LLM): stored on the
@@ -316,59 +360,4 @@ class Pipeline:
         page.analysis = analysis
         await self.store.update_page_doc(page_id, page.model_dump_json())
         log.info("analysis updated after paging", extra={"page_id": page_id})
-
-    async def _deliver(self, job: Job, page: Page, pending: list[str]) -> None:
-        t0 = time.perf_counter()
-        targets = [self.notifiers[n] for n in pending if n in self.notifiers]
-        results = await asyncio.gather(*(self._deliver_one(n, page) for n in targets))
-        self.metrics.child(self.metrics.stage_seconds, "deliver").observe(time.perf_counter() - t0)
-        now = time.time()
-        self.metrics.child(self.metrics.pages, page.status, str(page.degraded).lower()).inc()
-        self.metrics.page_latency.observe(max(0.0, now - job.received_at))
-        if now > job.deadline:
-            self.metrics.past_deadline.inc()
-        sent = [n.name for n, ok in zip(targets, results, strict=True) if ok]
-        failed = [n.name for n, ok in zip(targets, results, strict=True) if not ok]
-        state = JobState.FAILED if failed else JobState.DONE
-        error = f"delivery failed: {', '.join(failed)}" if failed else None
-        await self.store.finish(job.id, self.owner, state, sent, error, time.time())
-        self.metrics.child(self.metrics.jobs, state.value).inc()
-
-    async def _deliver_one(self, notifier: Notifier, page: Page) -> bool:
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            try:
-                async with asyncio.timeout(self.pc.timeouts.deliver):
-                    await notifier.send(page, SendContext(target=Target(name=notifier.name, notifier=notifier.name)))
-            except DeliveryError as exc:
-                error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
-            except TimeoutError:
-                error, retryable = f"no answer within {self.pc.timeouts.deliver:.1f}s", True
-            except Exception as exc:  # a notifier bug must not kill the job
-                log.exception("notifier error", extra={"notifier": notifier.name})
-                error, retryable = f"{type(exc).__name__}: {exc}", False
-            else:  # recorded as sent together with the job's final state
-                self.metrics.child(self.metrics.deliveries, notifier.name, "sent").inc()
-                return True
-            final = not retryable or attempt >= self.pc.max_delivery_attempts
-            await self.store.record_delivery(
-                page.id, notifier.name, "failed" if final else "pending", error[:500], time.time()
-            )
-            self.metrics.child(
-                self.metrics.deliveries, notifier.name, "failed" if final else "retry"
-            ).inc()
-            log.warning(
-                "delivery failed",
-                extra={
-                    "notifier": notifier.name,
-                    "attempt": attempt,
-                    "error": error[:300],
-                    "final": final,
-                },
-            )
-            if final:
-                return False
-            delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** (attempt - 1))
-            await asyncio.sleep(delay * random.uniform(0.9, 1.1) if retry_after is None else delay)
+        await self.outbox.request_update(page_id)

@@ -70,6 +70,11 @@ class DeliveryRecord(BaseModel):
     attempts: int = 0
     last_error: str | None = None
     delivered_at: float | None = None
+    # The outbox: when the next attempt is due, what the receiver gave back to edit later
+    # (a Slack channel and message ts), and whether this is the first send or an update.
+    next_try: float | None = None
+    receipt: dict[str, str] | None = None
+    kind: str = "page"  # page | update
 
 
 class PageRecord(BaseModel):
@@ -153,10 +158,27 @@ class Store(Protocol):
 
     async def latest_firing_page(self, group_key: str, before_id: int) -> PageRecord | None: ...
 
-
     async def record_delivery(
-        self, page_id: int, notifier: str, state: str, error: str | None, at: float
+        self,
+        page_id: int,
+        notifier: str,
+        state: str,
+        error: str | None,
+        at: float,
+        next_try: float | None = None,
     ) -> None: ...
+
+    async def save_receipt(self, page_id: int, notifier: str, receipt: dict[str, str]) -> None:
+        """Keep what a receiver answered (a message id) the moment it accepted a send."""
+        ...
+
+    async def deliveries(self, page_id: int) -> list[DeliveryRecord]: ...
+
+    async def requeue_update(
+        self, job_id: int, owner: str, notifiers: list[str], lease_s: float
+    ) -> bool:
+        """Make a final job's deliveries to `notifiers` pending updates, leased to `owner`."""
+        ...
 
     async def check_writable(self) -> None:
         """Raise StoreError unless a write can be committed now."""

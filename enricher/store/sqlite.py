@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
   attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT,
   delivered_at REAL,
+  next_try REAL,
+  receipt TEXT,
+  kind TEXT NOT NULL DEFAULT 'page',
   PRIMARY KEY (page_id, notifier)
 );
 CREATE TABLE IF NOT EXISTS deploys (
@@ -143,12 +146,16 @@ def _decode(body: bytes, encoding: str) -> bytes:
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a data directory written by an earlier version up to SCHEMA."""
-    for table, column in (("notifications", "body_encoding"), ("pages", "doc_encoding")):
+    for table, column, decl in (
+        ("notifications", "body_encoding", "TEXT NOT NULL DEFAULT 'identity'"),
+        ("pages", "doc_encoding", "TEXT NOT NULL DEFAULT 'identity'"),
+        ("deliveries", "next_try", "REAL"),
+        ("deliveries", "receipt", "TEXT"),
+        ("deliveries", "kind", "TEXT NOT NULL DEFAULT 'page'"),
+    ):
         columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if column not in columns:
-            conn.execute(
-                f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT 'identity'"
-            )
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 class _Reader(threading.Thread):
@@ -582,10 +589,13 @@ class SQLiteStore:
                 attempts=d[2],
                 last_error=d[3],
                 delivered_at=d[4],
+                next_try=d[5],
+                receipt=json.loads(d[6]) if d[6] else None,
+                kind=d[7],
             )
             for d in c.execute(
-                "SELECT notifier, state, attempts, last_error, delivered_at FROM deliveries"
-                " WHERE page_id=? ORDER BY notifier",
+                "SELECT notifier, state, attempts, last_error, delivered_at, next_try, receipt,"
+                " kind FROM deliveries WHERE page_id=? ORDER BY notifier",
                 (r[0],),
             )
         ]
@@ -634,16 +644,66 @@ class SQLiteStore:
         return await self._read(op)  # type: ignore[no-any-return]
 
     async def record_delivery(
-        self, page_id: int, notifier: str, state: str, error: str | None, at: float
+        self,
+        page_id: int,
+        notifier: str,
+        state: str,
+        error: str | None,
+        at: float,
+        next_try: float | None = None,
     ) -> None:
         await self._write(
             lambda c: c.execute(
-                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?,"
+                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_try=?,"
                 " delivered_at=CASE WHEN ?='sent' THEN ? ELSE delivered_at END"
                 " WHERE page_id=? AND notifier=?",
-                (state, error, state, at, page_id, notifier),
+                (state, error, next_try, state, at, page_id, notifier),
             )
         )
+
+    async def save_receipt(self, page_id: int, notifier: str, receipt: dict[str, str]) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE deliveries SET receipt=? WHERE page_id=? AND notifier=?",
+                (json.dumps(receipt), page_id, notifier),
+            )
+        )
+
+    async def deliveries(self, page_id: int) -> list[DeliveryRecord]:
+        def op(c: sqlite3.Connection) -> list[DeliveryRecord]:
+            r = c.execute(f"SELECT {self._PAGE_COLS} FROM pages WHERE id=?", (page_id,)).fetchone()
+            return self._page_from_row(c, r).deliveries if r else []
+
+        return await self._read(op)  # type: ignore[no-any-return]
+
+    async def requeue_update(
+        self, job_id: int, owner: str, notifiers: list[str], lease_s: float
+    ) -> bool:
+        """Send a finished page again to these notifiers (its analysis changed after it went
+        out): their deliveries become pending updates and the job is leased to `owner`, in
+        one commit. False when the job is not final (its deliveries are still running)."""
+
+        def op(c: sqlite3.Connection) -> bool:
+            now = time.time()
+            moved = c.execute(
+                "UPDATE jobs SET state='delivering', updated_at=?, error=NULL, lease_owner=?,"
+                f" lease_expires=? WHERE id=? AND state IN {_FINAL}",
+                (now, owner, now + lease_s, job_id),
+            ).rowcount
+            if not moved:
+                return False
+            marks = ",".join("?" * len(notifiers))
+            c.execute(
+                "UPDATE deliveries SET state='pending', kind='update', attempts=0,"
+                f" next_try=NULL WHERE page_id=? AND notifier IN ({marks})",
+                (job_id, *notifiers),
+            )
+            return True
+
+        moved = bool(await self._write(op))
+        if moved:
+            self._open_jobs += 1
+        return moved
 
     async def finish(
         self,
@@ -658,8 +718,8 @@ class SQLiteStore:
 
         def op(c: sqlite3.Connection) -> int:
             c.executemany(
-                "UPDATE deliveries SET state='sent', attempts=attempts+1, delivered_at=?"
-                " WHERE page_id=? AND notifier=?",
+                "UPDATE deliveries SET state='sent', attempts=attempts+1, delivered_at=?,"
+                " last_error=NULL, next_try=NULL WHERE page_id=? AND notifier=?",
                 [(at, job_id, n) for n in sent],
             )
             return c.execute(
