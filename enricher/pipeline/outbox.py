@@ -39,6 +39,10 @@ MAX_RATE_LIMITED = 200
 PRIOR_WAIT_S = 120.0
 
 
+class _Stopping(Exception):
+    """The service is stopping while a delivery waits for its next try: it stays pending."""
+
+
 class Outbox:
     def __init__(
         self,
@@ -59,6 +63,21 @@ class Outbox:
         self.on_done = on_done
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self._updates_wanted: set[int] = set()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Deliveries waiting for a next try give up their wait (they stay pending, stored);
+        those sending finish within the caller's grace."""
+        self._stopping.set()
+
+    async def _wait(self, delay: float) -> None:
+        if self._stopping.is_set():
+            raise _Stopping
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise _Stopping
 
     def submit(self, job: Job, page: Page, rows: list[DeliveryRecord]) -> None:
         """Deliver a stored page's pending rows, then finish its job."""
@@ -117,6 +136,9 @@ class Outbox:
         except asyncio.CancelledError:
             log.warning("delivery interrupted; it resumes from its stored state")
             raise
+        except _Stopping:
+            log.info("stopping: deliveries left pending for the next start")
+            return
         except StoreError as exc:
             log.error("store failure while delivering; retried", extra={"error": str(exc)})
         except Exception:
@@ -180,7 +202,7 @@ class Outbox:
             log.error("delivery dropped", extra={"notifier": row.notifier, "error": error})
             return False
         if row.next_try is not None and row.next_try > time.time():  # resumed: keep the backoff
-            await asyncio.sleep(row.next_try - time.time())
+            await self._wait(row.next_try - time.time())
         failures = row.attempts
         limited = 0
         # A paced notifier (Slack) waits in its own per-channel queue and bounds each request
@@ -235,4 +257,4 @@ class Outbox:
             )
             if final:
                 return False
-            await asyncio.sleep(delay)
+            await self._wait(delay)

@@ -117,17 +117,15 @@ class Pipeline:
                 await self._dispatcher
         if self._renewer is not None:
             self._renewer.cancel()
-        tasks = [t for t, _ in self.active.values()]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
-        # Jobs that finished just now hand their pages to the outbox: wait for those too.
-        tasks = list(self.outbox.inflight.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
+        # Deliveries waiting for a retry stay stored; sends under way, and the pages of jobs
+        # that finish within the grace period, go out (one attempt each).
+        self.outbox.stop()
+        end = time.monotonic() + grace
+        for tasks in ([t for t, _ in self.active.values()], None):
+            tasks = tasks if tasks is not None else list(self.outbox.inflight.values())
+            if not tasks:
+                continue
+            _done, pending = await asyncio.wait(tasks, timeout=max(0.0, end - time.monotonic()))
             for t in pending:
                 t.cancel()
             if pending:
