@@ -24,11 +24,19 @@ from enricher.analysis.stage import RootCauseAnalyser
 from enricher.config import Config
 from enricher.evidence import Gatherer as EvidenceGatherer
 from enricher.evidence import StageGatherer
+from enricher.intake.auth import Authenticator
 from enricher.intake.deploys import DeployIntake, StoredDeploys
 from enricher.intake.handler import Intake
 from enricher.metrics import Metrics
 from enricher.notify import build_notifiers
 from enricher.notify.base import Notifier
+from enricher.pages import (
+    HTML_HEADERS,
+    page_from_record,
+    render_error,
+    render_index,
+    render_page,
+)
 from enricher.pipeline.stages import Analyser, Gatherer
 from enricher.pipeline.worker import Pipeline
 from enricher.store import make_store
@@ -199,6 +207,70 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
+def _readable(auth: Authenticator, handler: Handler, *, html: bool = False) -> Handler:
+    """Pages hold log lines, span attributes and deploy details: reading them takes the
+    credentials of `config.read_auth` when it has any (constant-time check, as the intake)."""
+
+    async def check(request: web.Request) -> web.StreamResponse:
+        if auth.allows(request.headers.get("Authorization")):
+            return await handler(request)
+        challenge = {"WWW-Authenticate": auth.challenge}
+        if html:
+            return _html(render_error(401, "missing or wrong credentials"), 401, challenge)
+        return web.json_response(
+            {"error": "unauthorized", "message": "missing or wrong credentials"},
+            status=401,
+            headers=challenge,
+        )
+
+    return check
+
+
+def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # "replace": a lone surrogate that slipped through must not turn a page into a 503.
+    return web.Response(
+        body=body.encode("utf-8", "replace"),
+        status=status,
+        headers={**HTML_HEADERS, **(headers or {})},
+    )
+
+
+def _int_param(value: str) -> int | None:
+    """A page id or cursor: ASCII digits only (int() also takes "٣" and " 3"), SQLite-sized."""
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        return None
+    return int(value)
+
+
+async def _html_pages(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    limit = _int_param(request.query.get("limit", "50"))
+    before = _int_param(request.query["before"]) if "before" in request.query else None
+    if limit is None or ("before" in request.query and before is None):
+        return _html(render_error(400, "limit and before must be integers"), 400)
+    limit = min(500, max(1, limit))
+    records = await svc.store.list_pages(limit, before)
+    older = records[-1].id if len(records) == limit else None
+    return _html(render_index(records, older=older))
+
+
+async def _html_page(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    page_id = _int_param(request.match_info["id"])
+    if page_id is None:
+        return _html(render_error(400, "page id must be an integer"), 400)
+    rec = await svc.store.get_page(page_id)
+    if rec is None:
+        return _html(render_error(404, f"no page {page_id}"), 404)
+    try:
+        page = page_from_record(rec)
+    except ValueError as exc:  # a stored document this version cannot read
+        log.warning("stored page unreadable", extra={"page_id": page_id, "error": str(exc)})
+        return _html(render_error(503, f"page {page_id} cannot be shown; see its JSON"), 503)
+    return _html(render_page(page, deliveries=rec.deliveries))
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -241,8 +313,11 @@ def create_app(config: Config, **service_kwargs: Any) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/api/v1/alerts", guarded(_alerts))
     app.router.add_post("/api/v1/deploys", guarded(_deploys))
-    app.router.add_get("/api/v1/pages", guarded(_pages))
-    app.router.add_get("/api/v1/pages/{id}", guarded(_page))
+    read = Authenticator(config.read_auth)
+    app.router.add_get("/api/v1/pages", guarded(_readable(read, _pages)))
+    app.router.add_get("/api/v1/pages/{id}", guarded(_readable(read, _page)))
+    app.router.add_get("/pages", guarded(_readable(read, _html_pages, html=True)))
+    app.router.add_get("/pages/{id}", guarded(_readable(read, _html_page, html=True)))
     app.router.add_get("/healthz", guarded(_healthz))
     app.router.add_get("/readyz", guarded(_readyz))
     app.router.add_get("/metrics", guarded(_metrics))

@@ -286,6 +286,12 @@ class Enricher(_Process):
         self.data_dir = data_dir or (self.workdir / "data")
         self.config_path: Path | None = None
         self.env = dict(env or {})
+        # Pages need the read credentials: the intake's bearer token unless api.auth is set.
+        auth = dict(config or {}).get("api", {}).get("auth") or dict(config or {}).get(
+            "intake", {}
+        ).get("auth", {})
+        token = (auth or {}).get("bearer_token")
+        self.read_headers = {"Authorization": f"Bearer {token}"} if token else {}
         if config is not None:
             self.config_path = self.workdir / "enricher.yml"
             self.config_path.write_text(yaml.safe_dump(dict(config)))
@@ -311,10 +317,10 @@ class Enricher(_Process):
         return self.start()
 
     def pages(self) -> list[dict[str, Any]]:
-        return list(http_get(f"{self.url}/api/v1/pages")["pages"])
+        return list(http_get(f"{self.url}/api/v1/pages", headers=self.read_headers)["pages"])
 
     def get(self, path: str) -> Any:
-        return http_get(f"{self.url}{path}")
+        return http_get(f"{self.url}{path}", headers=self.read_headers)
 
 
 @contextlib.contextmanager
