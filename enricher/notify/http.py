@@ -40,15 +40,25 @@ class Poster:
         self._session: aiohttp.ClientSession | None = None
 
     async def post(
-        self, url: str, data: str | bytes, headers: dict[str, str], *, secret_url: bool = False
+        self,
+        url: str,
+        data: str | bytes,
+        headers: dict[str, str],
+        *,
+        secret_url: bool = False,
+        read_limit: int | None = 500,
     ) -> Answer:
         """POST and read the answer; connection failures are retryable `DeliveryError`s
-        (without the URL in the message when the URL is itself the credential)."""
+        (without the URL in the message when the URL is itself the credential). The answer's
+        text is cut to `read_limit` characters: enough for an error message, unless the caller
+        parses the body (Slack's Web API answers in JSON) and passes None."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
             async with self._session.post(url, data=data, headers=headers) as resp:
-                text = (await resp.text(errors="replace"))[:500]
+                text = await resp.text(errors="replace")
+                if read_limit is not None:
+                    text = text[:read_limit]
                 return Answer(
                     resp.status, text, retry_after_seconds(resp.headers.get("Retry-After"))
                 )
