@@ -42,6 +42,13 @@ class Metrics:
             "Alerts inside accepted notifications.",
             registry=r,
         )
+        self.ignored = Counter(
+            "enricher_intake_ignored_total",
+            "Notifications acknowledged but not paged, by reason (enriched: every alert carries "
+            "the forward marker label, so paging it would loop through Alertmanager).",
+            ["reason"],
+            registry=r,
+        )
         self.backlog = Gauge("enricher_backlog_jobs", "Jobs not yet done or failed.", registry=r)
         self.ack_seconds = Histogram(
             "enricher_intake_ack_seconds",
@@ -105,6 +112,7 @@ class Metrics:
         self.n_accepted = self.notifications.labels("accepted")
         self.n_duplicate = self.notifications.labels("duplicate")
         self.n_rejected = self.notifications.labels("rejected")
+        self.n_ignored_enriched = self.ignored.labels("enriched")  # exported at 0 from the start
         # --- LLM root-cause stage: TTFT, decode speed, wall time and failure/retry rate, by
         # phase (single, chunk, merge, repair), as a call's cost and speed differ per phase.
         _llm = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)

@@ -69,6 +69,9 @@ class Intake:
         self.max_backlog = config.intake.max_backlog
         self.on_accept = on_accept
         self.draining = False
+        # Alerts the `alertmanager` notifier forwarded carry this label with the value "true".
+        fwd = config.notifiers.alertmanager
+        self.marker = fwd.label if fwd is not None else "enriched"
 
     def _reject(self, status: int, reason: str, message: str, **extra: Any) -> web.Response:
         self.metrics.reject(reason)
@@ -77,6 +80,27 @@ class Intake:
                 "notification refused for retry", extra={"reason": reason, "detail": message[:300]}
             )
         return _json_error(status, reason, message, **extra)
+
+    def _ignore_enriched(self, msg: WebhookMessage, t0: float) -> web.Response:
+        """Every alert carries the marker: it is our own forward come back (a route that sends
+        marked alerts to the enricher). 200, so Alertmanager does not retry; not paged."""
+        self.metrics.n_ignored_enriched.inc()
+        log.info(
+            "ignored a notification of already enriched alerts; route them away from the enricher",
+            extra={
+                "group_key": msg.groupKey[:300],
+                "alerts": len(msg.alerts),
+                "label": self.marker,
+            },
+        )
+        self.metrics.ack_seconds.observe(time.perf_counter() - t0)
+        return web.json_response(
+            {
+                "status": "ignored",
+                "reason": "enriched",
+                "message": f'every alert carries {self.marker}="true": already enriched, not paged',
+            }
+        )
 
     async def handle(self, request: web.Request) -> web.Response:
         t0 = time.perf_counter()
@@ -121,6 +145,19 @@ class Intake:
             return self._reject(
                 400, "invalid", f"{first['path']}: {first['message']}", problems=problems
             )
+        # Before the backlog check: a forwarded alert must be acknowledged, never retried.
+        kept = msg.without_marked(self.marker)
+        if kept is None:
+            return self._ignore_enriched(msg, t0)
+        if kept is not msg:
+            log.info(
+                "dropped already enriched alerts from a notification",
+                extra={
+                    "group_key": msg.groupKey[:300],
+                    "dropped": len(msg.alerts) - len(kept.alerts),
+                },
+            )
+            msg, body = kept, kept.model_dump_json().encode()
         if await self.store.backlog() >= self.max_backlog:
             resp = self._reject(503, "backlog_full", "too many unfinished jobs; retry later")
             resp.headers["Retry-After"] = "10"

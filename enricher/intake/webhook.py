@@ -146,6 +146,33 @@ class WebhookMessage(BaseModel):
             h.update(b"\x00" + p.encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
+    def without_marked(self, label: str, value: str = "true") -> WebhookMessage | None:
+        """The message without the alerts carrying `label=value` (alerts the enricher already
+        enriched and forwarded to Alertmanager): itself when none do, None when all do.
+
+        Why: paging such an alert again would loop through Alertmanager forever. The common
+        labels and annotations and the status are recomputed over the alerts that are left,
+        as Alertmanager would have sent them for that group.
+        """
+        kept = [a for a in self.alerts if a.labels.get(label) != value]
+        if len(kept) == len(self.alerts):
+            return self
+        if not kept:
+            return None
+
+        def common(maps: list[Labels]) -> Labels:
+            first, rest = maps[0], maps[1:]
+            return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
+
+        return self.model_copy(
+            update={
+                "alerts": kept,
+                "status": "firing" if any(a.status == "firing" for a in kept) else "resolved",
+                "commonLabels": common([a.labels for a in kept]),
+                "commonAnnotations": common([a.annotations for a in kept]),
+            }
+        )
+
     def severity(self) -> str:
         """The most urgent severity label among the alerts, for scheduling and deadlines."""
         seen = {a.labels.get("severity", "") for a in self.alerts}

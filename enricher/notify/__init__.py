@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from enricher.config import Config
+from enricher.notify.alertmanager import AlertmanagerForwarder
 from enricher.notify.base import DeliveryError, Notifier, SendContext
 from enricher.notify.log import LogNotifier
 from enricher.notify.page import Page, build_page
 from enricher.notify.pagerduty import PagerDutyNotifier
 from enricher.notify.slack import SlackWebhookNotifier
+from enricher.notify.slack_bot import SlackBotNotifier
 from enricher.notify.webhook import WebhookNotifier
 
 __all__ = [
@@ -32,5 +34,7 @@ def build_notifiers(config: Config) -> list[Notifier]:
     if nc.pagerduty is not None:
         out.append(PagerDutyNotifier(nc.pagerduty, public))
     if nc.slack is not None:
-        out.append(SlackWebhookNotifier(nc.slack, public))
+        out.append((SlackBotNotifier if nc.slack.bot else SlackWebhookNotifier)(nc.slack, public))
+    if nc.alertmanager is not None:
+        out.append(AlertmanagerForwarder(nc.alertmanager, public))
     return out
