@@ -112,7 +112,7 @@ async def main(runs: int) -> None:
     )
     for name, v in per.items():
         b = built[name][1]
-        a = (await stage.analyse(AnalyseInput(message=built[name][0], bundle=b, budget_s=10)))
+        a = await stage.analyse(AnalyseInput(message=built[name][0], bundle=b, budget_s=10))
         top = a.analysis.hypotheses[0] if a.analysis else None
         print(
             f"  {name:20s} p50 {statistics.median(v):.3f} ms  p99 {pct(v, 0.99):.3f} ms  "

@@ -169,9 +169,7 @@ class PagerDutyNotifierConfig(_Model):
 
     @model_validator(mode="after")
     def _load(self) -> PagerDutyNotifierConfig:
-        self.routing_key = _read_secret(
-            self.routing_key, self.routing_key_file, "routing_key_file"
-        )
+        self.routing_key = _read_secret(self.routing_key, self.routing_key_file, "routing_key_file")
         if not self.routing_key:
             raise ValueError("routing_key or routing_key_file is required")
         for k, v in {**self.severities, "default_severity": self.default_severity}.items():

@@ -56,9 +56,7 @@ def checkout_bundle() -> EvidenceBundle:
         if s.parent_id is None:
             s.end_ns = s.start_ns + 60_000_000
         healthy_spans.append(s)
-    healthy = failing.model_copy(
-        update={"trace_id": "1" * 32, "spans": healthy_spans}, deep=True
-    )
+    healthy = failing.model_copy(update={"trace_id": "1" * 32, "spans": healthy_spans}, deep=True)
     findings = analyse_traces([failing], [healthy])
     now = datetime.now(UTC)
     ev = GatheredEvidence(

@@ -43,7 +43,7 @@ class Matcher:
 def parse_matcher(text: str) -> Matcher:
     m = _MATCHER.match(text)
     if m is None:
-        raise ValueError(f"matcher {text!r}: expected name=\"value\" (or !=, =~, !~)")
+        raise ValueError(f'matcher {text!r}: expected name="value" (or !=, =~, !~)')
     name, op, raw = m.groups()
     value = raw
     if raw.startswith('"'):

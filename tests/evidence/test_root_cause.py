@@ -101,9 +101,7 @@ async def test_background_errors_in_every_request_are_not_the_cause(
 
 async def test_the_stage_answers_unknown_without_a_bundle() -> None:
     msg = WebhookMessage.model_validate(Incident().build().alert_message())
-    out = await RootCauseAnalyser().analyse(
-        AnalyseInput(message=msg, bundle=None, budget_s=1.0)
-    )
+    out = await RootCauseAnalyser().analyse(AnalyseInput(message=msg, bundle=None, budget_s=1.0))
     assert out.analysis is not None and out.analysis.unknown
     assert "no evidence" in out.analysis.unknown_reason
 
