@@ -159,3 +159,44 @@ async def test_an_analysis_that_lands_late_edits_the_sent_page(make_client: Make
     by = {d["notifier"]: d for d in doc["deliveries"]}
     assert by["editing"]["kind"] == "update" and by["editing"]["state"] == "sent"
     assert by["recorder"]["kind"] == "page"
+
+
+class Seen:
+    """Saves a receipt on the first send and records what every send was given."""
+
+    name = "seen"
+    edits = True
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[int, str, bool, bool]] = []  # id, status, resolved?, update
+
+    async def send(self, page: Page, ctx: SendContext) -> None:
+        self.sends.append((page.id, page.status, page.resolved_at is not None, ctx.update))
+        if not ctx.receipt:
+            await ctx.save({"channel": "C1", "ts": f"{page.id}.000100"})
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_late_analysis_of_a_resolved_page_keeps_it_resolved(make_client: MakeClient):
+    """The LLM answers after the alert resolved: the edit must not make the message look
+    firing again, so the update carries the record's resolution."""
+    from enricher.analysis.model import Analysis
+
+    seen = Seen()
+    client = await make_client({}, notifiers=[seen])
+    assert (await post(client, webhook_body())).status == 200
+    [firing] = await wait_pages(client, 1)
+    body = webhook_body(status="resolved", alert={"status": "resolved"})
+    body["alerts"][0]["endsAt"] = "2026-01-01T00:00:00Z"
+    assert (await post(client, body)).status == 200
+    await wait_pages(client, 2)
+    svc: Service = service_of(client)
+    await svc.pipeline._late_analysis(firing["id"], Analysis.model_validate({"hypotheses": []}))
+    deadline = time.monotonic() + 5
+    while not any(update for *_, update in seen.sends):
+        assert time.monotonic() < deadline, seen.sends
+        await asyncio.sleep(0.05)
+    [update] = [s for s in seen.sends if s[3]]
+    assert update == (firing["id"], "resolved", True, True)

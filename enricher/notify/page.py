@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
+
+if TYPE_CHECKING:
+    from enricher.store.base import PageRecord
 
 # A 10,000-alert group still makes a readable page: the rest are counted, not listed.
 MAX_LISTED_ALERTS = 20
@@ -176,3 +180,13 @@ def evidence_summary(page: Page) -> dict[str, Any]:
     if b.missing:
         out["missing"] = [f"{m.source}: {m.what}: {m.reason}" for m in b.missing][:5]
     return out
+
+
+def page_from_record(rec: PageRecord) -> Page:
+    """The stored page as a `Page`, with the record's later facts (resolved, and when)."""
+    doc = json.loads(rec.doc) if isinstance(rec.doc, str) else dict(rec.doc)
+    doc["status"] = rec.status
+    if rec.resolved_at is not None:
+        doc["resolved_at"] = datetime.fromtimestamp(rec.resolved_at, UTC)
+        doc["resolved_by"] = rec.resolved_by
+    return Page.model_validate(doc)

@@ -132,7 +132,7 @@ def _key_log(page: Page) -> list[dict[str, Any]]:
     return []
 
 
-def _context(page: Page, tail: str) -> dict[str, Any]:
+def _context(page: Page, tail: str, *, live: bool = True, edits: bool = False) -> dict[str, Any]:
     b = page.evidence
     context = []
     if page.degraded:
@@ -141,12 +141,26 @@ def _context(page: Page, tail: str) -> dict[str, Any]:
         context.append(
             _md(f"{len(b.items)} evidence items · {len(b.missing)} missing", MAX_SECTION)
         )
+    a = page.analysis
+    if (
+        live
+        and page.status == "firing"
+        and a is not None
+        and a.llm is not None
+        and a.llm.status == "pending"
+    ):
+        # The page went out at its deadline before the LLM answered: say the message will change.
+        note = "this message is updated when it lands" if edits else "the page shows its answer"
+        context.append(_md(f"LLM analysis pending: {note}"))
     context.append(_md(tail, MAX_SECTION))
     return {"type": "context", "elements": context[:MAX_CONTEXT]}
 
 
-def build_message(page: Page, public_url: str | None = None) -> dict[str, Any]:
-    """The webhook body for a page: header, hypothesis, facts, key log line, links, context."""
+def build_message(
+    page: Page, public_url: str | None = None, *, edits: bool = False
+) -> dict[str, Any]:
+    """The message for a page: header, hypothesis, facts, key log line, links, context.
+    `edits`: the sender edits it later (bot mode), so a pending LLM answer will appear in it."""
     name = page.labels.get("alertname", "alert")
     sev = (page.severity or page.status).upper()
     blocks = [_header(page, "RESOLVED" if page.status == "resolved" else sev)]
@@ -166,7 +180,7 @@ def build_message(page: Page, public_url: str | None = None) -> dict[str, Any]:
     buttons = _buttons(page, public_url)
     if buttons:
         blocks.append({"type": "actions", "elements": buttons[:25]})
-    blocks.append(_context(page, f"page {page.id} · alert-enricher"))
+    blocks.append(_context(page, f"page {page.id} · alert-enricher", edits=edits))
     text = cut(page.title if page.status == "firing" else f"[RESOLVED] {name}", MAX_TEXT)
     return {"text": cut(esc(text), MAX_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
@@ -219,7 +233,7 @@ def build_resolved(
     if buttons:
         blocks.append({"type": "actions", "elements": buttons[:25]})
     tail = f"page {first.id}" + (f" · resolved by page {resolved.id}" if prior else "")
-    blocks.append(_context(first, tail + " · alert-enricher"))
+    blocks.append(_context(first, tail + " · alert-enricher", live=False))
     text = cut(f"[RESOLVED] {name} - {after[0].lower()}{after[1:]}", MAX_TEXT)
     return {"text": cut(esc(text), MAX_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 

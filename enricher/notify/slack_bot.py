@@ -110,7 +110,7 @@ class SlackBotNotifier:
         # A late analysis update of a page whose alert has resolved meanwhile must not make
         # the message look firing again.
         message = (
-            build_message(page, self.public_url)
+            build_message(page, self.public_url, edits=True)
             if firing and page.resolved_at is None
             else build_resolved(None, page, self.public_url)
         )

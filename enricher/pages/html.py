@@ -23,7 +23,7 @@ from typing import Any
 
 from enricher.analysis.model import Analysis, Hypothesis
 from enricher.bundle.model import EvidenceBundle, EvidenceItem
-from enricher.notify.page import MAX_LISTED_ALERTS, Page
+from enricher.notify.page import MAX_LISTED_ALERTS, Page, page_from_record
 from enricher.pages.text import anchor, esc, fmt_value, ms, safe_href, ts, ts_ns
 from enricher.pages.waterfall import render_trace
 from enricher.store.base import DeliveryRecord, PageRecord
@@ -152,16 +152,6 @@ def _doc(title: str, body: Iterable[str]) -> str:
         + "".join(body)
         + "</main></body></html>"
     )
-
-
-def page_from_record(rec: PageRecord) -> Page:
-    """The stored page as a `Page`, with the record's later facts (resolved, and when)."""
-    doc = json.loads(rec.doc) if isinstance(rec.doc, str) else dict(rec.doc)
-    doc["status"] = rec.status
-    if rec.resolved_at is not None:
-        doc["resolved_at"] = datetime.fromtimestamp(rec.resolved_at, UTC)
-        doc["resolved_by"] = rec.resolved_by
-    return Page.model_validate(doc)
 
 
 def _cite(ids: Iterable[str | None], known: set[str]) -> str:

@@ -25,7 +25,7 @@ from enricher import logs
 from enricher.config import PipelineConfig
 from enricher.metrics import Metrics
 from enricher.notify.base import DeliveryError, Notifier, SendContext
-from enricher.notify.page import Page
+from enricher.notify.page import Page, page_from_record
 from enricher.notify.routing import Router
 from enricher.store.base import DeliveryRecord, Job, JobState, StoreError
 from enricher.store.sqlite import SQLiteStore
@@ -112,7 +112,8 @@ class Outbox:
         record = await self.store.get_page(page_id)
         if record is None:
             return True
-        page = Page.model_validate(record.doc)
+        # With the record's later facts: an update after the resolve must keep it resolved.
+        page = page_from_record(record)
         job = Job.model_construct(
             id=page_id,
             received_at=page.received_at.timestamp(),

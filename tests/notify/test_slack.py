@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from enricher.analysis.model import LLMInfo
 from enricher.notify.slack import build_message
 from enricher.pipeline.stages import GatherInput, GatherOutput
 from tests.conftest import MakeClient, checkout_bundle, post, wait_pages, webhook_body
@@ -37,6 +38,21 @@ def test_hostile_content_never_notifies_and_stays_inside_the_limits() -> None:
     text = json.dumps(msg, ensure_ascii=False)
     for bad in ("<!channel>", "<@U123>", "<https://evil", "@here", "\u202e", "\x1b"):
         assert bad not in text, bad
+
+
+def test_a_pending_llm_is_announced_only_as_an_edit_the_sender_can_make() -> None:
+    page = _page()
+    assert page.analysis is not None
+    page.analysis.llm = LLMInfo(status="pending")
+    bot = json.dumps(build_message(page, edits=True))
+    hook = json.dumps(build_message(page))
+    assert "LLM analysis pending: this message is updated when it lands" in bot
+    assert "LLM analysis pending" in hook and "updated when it lands" not in hook
+    page.analysis.llm = LLMInfo(status="ok")
+    assert "LLM analysis pending" not in json.dumps(build_message(page, edits=True))
+    page.analysis.llm = LLMInfo(status="pending")
+    page.status = "resolved"
+    assert "LLM analysis pending" not in json.dumps(build_message(page, edits=True))
 
 
 class _Gatherer:
