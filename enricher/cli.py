@@ -53,10 +53,19 @@ def _eval(args: argparse.Namespace) -> int:
     return eval_main(args.rest)
 
 
+def _pages(args: argparse.Namespace) -> int:
+    from enricher.pages.cli import main as pages_main
+
+    return pages_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from enricher import __version__
+
     parser = argparse.ArgumentParser(
         prog="enricher", description="Turns Prometheus alerts into pages worth reading."
     )
+    parser.add_argument("--version", action="version", version=f"enricher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("lint", _lint, "check alert rule files (enricher lint --help)"),
         ("replay", _replay, "re-run analysis and delivery from a stored bundle"),
         ("eval", _eval, "score the root-cause stage on recorded scenarios"),
+        ("pages", _pages, "list the pages a running service sent, or show one"),
     ):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands with parsers of their own get their arguments untouched: argparse.REMAINDER
 # would reject options placed before the first positional (`enricher lint --format json x`).
-_DELEGATED = {"lint": _lint, "replay": _replay, "eval": _eval}
+_DELEGATED = {"lint": _lint, "replay": _replay, "eval": _eval, "pages": _pages}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,11 +24,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from enricher.analysis.config import AnalysisConfig
-from enricher.durations import Seconds
+from enricher.durations import PositiveSeconds, Seconds, format_duration
 from enricher.sources.config import SourcesConfig
 
 
@@ -37,12 +38,22 @@ class _Model(BaseModel):
 
 
 def _read_secret(inline: str | None, path: Path | None, what: str) -> str | None:
+    """The secret in `path` (stripped) if given, else `inline`.
+
+    Errors name the field and the path, so a missing mount is found at once, and never the
+    content: not even the byte a decode error stopped at. An empty file is refused: it is
+    a mount or provisioning failure, never a credential anyone meant."""
     if path is None:
         return inline
     try:
-        return path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ValueError(f"cannot read {what}: {exc.strerror}") from None
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 text") from None
+    if not text:
+        raise ValueError(f"{what} {path} is empty")
+    return text
 
 
 class BasicAuth(_Model):
@@ -85,21 +96,52 @@ class IntakeConfig(_Model):
     # instead of us accepting work we cannot page on in time.
     max_backlog: int = Field(default=200_000, ge=1)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Connection hygiene (enricher/intake/connections.py): a client gets this long to send a
+    # request's headers, from connecting or from its previous response; then the body.
+    header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 30.0
+    # An idle keep-alive connection is closed after this (Alertmanager reconnects at once).
+    idle_timeout: PositiveSeconds = 75.0
+    # Connections beyond this are answered 503 and closed at once, before any file
+    # descriptor the service needs is gone. Keep it below the open-file limit.
+    max_connections: int = Field(default=768, ge=1, le=1_000_000)
+
+
+_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
 class StoreConfig(_Model):
     backend: str = Field(default="sqlite", pattern="^(sqlite)$")
     # FULL: a 2xx means the notification reached the disk. NORMAL trades that for speed.
-    synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     max_batch: int = Field(default=512, ge=1, le=10_000)
     # Finished notifications, pages and deploy events older than this are deleted.
     retention: Seconds = Field(default=14 * 86400.0, ge=3600)
 
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _synchronous(cls, value: Any) -> Any:
+        """SQLite takes the mode in any case; OFF is refused rather than offered because with
+        no syncs at all a power loss can corrupt the database, not just lose the last writes.
+        Non-strings (YAML's unquoted OFF is a boolean) go on to the type check, whose error
+        `load_config` explains."""
+        if not isinstance(value, str):
+            return value
+        mode = value.strip().upper()
+        if mode in _SYNCHRONOUS:
+            return mode
+        why = (
+            ": with no syncs a power loss can corrupt the store"
+            if mode == "OFF"
+            else f", got {value[:40]!r}"
+        )
+        raise ValueError(f"must be FULL, NORMAL or EXTRA{why}")
+
 
 class StageTimeouts(_Model):
-    gather: Seconds = 8.0
-    analyse: Seconds = 15.0
-    deliver: Seconds = 10.0
+    gather: PositiveSeconds = 8.0
+    analyse: PositiveSeconds = 15.0
+    deliver: PositiveSeconds = 10.0
 
 
 class PipelineConfig(_Model):
@@ -108,17 +150,63 @@ class PipelineConfig(_Model):
     # storm queues behind them and its later pages go out with no time left for evidence.
     # The backends are protected by their own per-backend limits (sources.*.concurrency).
     workers: int = Field(default=256, ge=1, le=4096)
-    lease: Seconds = 60.0
+    lease: PositiveSeconds = 60.0
     # Time from receipt until the page must be out, by severity label; `default` for the rest.
-    deadlines: dict[str, Seconds] = Field(default_factory=lambda: {"default": 30.0})
+    deadlines: dict[str, PositiveSeconds] = Field(default_factory=lambda: {"default": 30.0})
     # Time kept back from the deadline for delivery itself.
     delivery_reserve: Seconds = 3.0
     timeouts: StageTimeouts = Field(default_factory=StageTimeouts)
     max_delivery_attempts: int = Field(default=8, ge=1)
+    # 0 is allowed: release every running job at once on SIGTERM (it resumes on restart).
     shutdown_grace: Seconds = 20.0
 
     def deadline_for(self, severity: str) -> float:
         return self.deadlines.get(severity.lower(), self.deadlines.get("default", 30.0))
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: float) -> float:
+        """Leases are renewed every lease/3 but at most twice a second (`Pipeline._renew`): a
+        shorter lease runs out between renewals and another worker runs the job a second time."""
+        if value < 1.0:
+            raise ValueError(
+                f"must be at least 1s, got {format_duration(value)}: leases are renewed at most "
+                "twice a second, so a shorter one expires while its job runs"
+            )
+        return value
+
+    @field_validator("deadlines")
+    @classmethod
+    def _deadline_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        """`deadline_for` looks severities up in lower case: a `Critical:` key would never
+        match, and the alert would silently get the default deadline."""
+        out: dict[str, float] = {}
+        for key, seconds in value.items():
+            low = key.strip().lower()
+            if low in out:
+                raise ValueError(f"{key!r} and another key are the same severity ({low!r})")
+            out[low] = seconds
+        return out
+
+    @model_validator(mode="after")
+    def _reserve_within_deadlines(self) -> PipelineConfig:
+        """The reserve comes off every deadline before gather and analyse start: one at or
+        above a deadline leaves those stages no time at all, and every page of that severity
+        goes out degraded, without evidence."""
+        deadlines = dict(self.deadlines)
+        deadlines.setdefault("default", 30.0)  # what `deadline_for` falls back to
+        short = [
+            f"deadlines.{name} is {format_duration(d)}"
+            for name, d in deadlines.items()
+            if d <= self.delivery_reserve
+        ]
+        if short:
+            raise ValueError(
+                f"delivery_reserve ({format_duration(self.delivery_reserve)}) must be shorter "
+                f"than every deadline, but {', '.join(short)}: the reserve is kept back from "
+                "the deadline, and gather and analyse would get no time at all"
+            )
+        return self
 
 
 class LogNotifierConfig(_Model):
@@ -129,7 +217,7 @@ class WebhookNotifierConfig(_Model):
     """POSTs each page as JSON to a URL we were configured with (never one from an alert)."""
 
     url: AnyHttpUrl
-    timeout: Seconds = 5.0
+    timeout: PositiveSeconds = 5.0
     bearer_token: str | None = None
     bearer_token_file: Path | None = None
 
@@ -151,7 +239,7 @@ class PagerDutyNotifierConfig(_Model):
     routing_key: str | None = Field(default=None, repr=False)
     routing_key_file: Path | None = None
     url: AnyHttpUrl = AnyHttpUrl("https://events.pagerduty.com/v2/enqueue")
-    timeout: Seconds = 10.0
+    timeout: PositiveSeconds = 10.0
     # The alert's severity label -> PagerDuty severity; unmapped values become `default_severity`.
     severities: dict[str, str] = Field(
         default_factory=lambda: {
@@ -191,7 +279,7 @@ class SlackNotifierConfig(_Model):
     # The default channel (an ID such as C0123 or a name such as #oncall); routes may override.
     channel: str | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api")
-    timeout: Seconds = 10.0
+    timeout: PositiveSeconds = 10.0
     # Slack allows about one message per second per channel; sends to one channel are queued
     # and spaced by this much (a 429's Retry-After pauses the channel for as long as it says).
     min_interval: Seconds = Field(default=1.0, ge=0)
@@ -220,7 +308,7 @@ class AlertmanagerForwardConfig(_Model):
     as annotations and a marker label, so receivers a team already has get it."""
 
     url: AnyHttpUrl
-    timeout: Seconds = 5.0
+    timeout: PositiveSeconds = 5.0
     # The marker label: the Alertmanager route sends alerts carrying it to the real receivers
     # and never back to the enricher; the intake ignores alerts that carry it.
     label: str = Field(default="enriched", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -293,6 +381,9 @@ class ApiConfig(_Model):
     and deploy details. Unset, the intake's credentials are required when it has any."""
 
     auth: AuthConfig | None = None
+    # /metrics needs the read credentials too. Off by default: Prometheus scrapers are set
+    # up without them, and the metrics carry counts and latencies, not alert content.
+    protect_metrics: bool = False
 
 
 class Config(_Model):
@@ -330,10 +421,42 @@ class Config(_Model):
                 raise ValueError(f"default_route.notifiers: {n!r} is not configured")
         return self
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        """The socket layer takes a port modulo 65536 on some paths (99999 binds 34463): a
+        typo must stop the start, not open a port nobody points Alertmanager at."""
+        host, _, port = value.rpartition(":")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port must be 1 to 65535, got {port}")
+        bare = host.strip("[]")
+        if ":" in bare and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"an IPv6 address is written in brackets: [{bare}]:{port}")
+        return value
+
     @property
     def read_auth(self) -> AuthConfig:
         """Who may read pages: `api.auth`, else the intake's credentials."""
         return self.api.auth if self.api.auth is not None else self.intake.auth
+
+    def exposure_warnings(self) -> list[str]:
+        """What start-up should warn about: pages (log lines, span attributes, deploy
+        details) readable by anyone who can reach a port bound beyond loopback."""
+        host = self.host_port[0]
+        if host in ("localhost", "::1") or host.startswith("127."):
+            return []
+        out = []
+        if not self.read_auth.enabled:
+            out.append(
+                f"listening on {self.listen} with the pages API open to anyone who can reach "
+                "it: set api.auth (or intake.auth) so reading pages needs credentials"
+            )
+        if not self.intake.auth.enabled:
+            out.append(
+                f"listening on {self.listen} with no intake.auth: anyone who can reach it can "
+                "post alerts that page"
+            )
+        return out
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -349,17 +472,39 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(
+    exc: ValidationError, origins: Mapping[tuple[str, ...], str] | None = None
+) -> list[str]:
+    """One line per problem, the field by its dotted path and, when the value came from the
+    environment or the command line, by where it came from: an operator looking in the YAML
+    file for a value the environment set would never find it."""
     out = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        loc = tuple(str(p) for p in err["loc"])
+        path = ".".join(loc) or "(root)"
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] == "url_parsing" or err["type"].startswith("url_"):
             msg = f"invalid URL ({msg})"
-        out.append(f"{path}: {msg}")
+        if loc[-1:] == ("synchronous",) and isinstance(err.get("input"), bool):
+            msg = (
+                "must be FULL, NORMAL or EXTRA: YAML read an unquoted OFF/ON/NO/YES as a "
+                "boolean; quote the mode, and note OFF is refused (with no syncs a power loss "
+                "can corrupt the store)"
+            )
+        origin = _origin(loc, origins or {})
+        out.append(f"{path}: {msg}" + (f" (from {origin})" if origin else ""))
     return out
+
+
+def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str | None:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origins:
+            return origins[loc[:n]]
+    # A check over a whole section (`pipeline`) blames every override inside it.
+    inside = sorted(v for k, v in origins.items() if k[: len(loc)] == loc and loc)
+    return ", ".join(inside) or None
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -419,10 +564,21 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError([f"{path}: the top level must be a mapping"])
         data = loaded
+    origins: dict[tuple[str, ...], str] = {}
+    for key in environ:
+        if key.startswith("ENRICHER_") and key != "ENRICHER_CONFIG":
+            parts = tuple(p.lower() for p in key[len("ENRICHER_") :].split("__") if p)
+            if parts:
+                origins[parts] = f"environment variable {key}"
     _merge(data, env_overrides(environ))
     if overrides:
-        _merge(data, {k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        _merge(data, given)
+        origins.update({(k,): f"the --{k.replace('_', '-')} option" for k in given})
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        problems = _format_errors(exc, origins)
+        if path:
+            problems = [p if "(from " in p else f"{p} (in {path})" for p in problems]
+        raise ConfigError(problems) from None

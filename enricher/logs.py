@@ -40,3 +40,35 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttled:
+    """A log line per key at most every `every` seconds, carrying how many were held back.
+
+    Why: a condition that refuses every request (a full disk, a connection cap) would
+    otherwise log once per request, megabytes a second, and fill the disk it complains about.
+    The first occurrence of a key logs at once, so an operator sees the condition start; later
+    ones are counted and reported in the next line for that key (`suppressed`).
+    """
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, level: int, key: str, msg: str, **extra: object) -> bool:
+        """Log now (True) or count it for the next line of this key (False)."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        if len(self._last) > 1000:  # keys are ours (reasons), but stay bounded regardless
+            self._last.clear()
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        self.logger.log(
+            level, msg, extra={**extra, "suppressed": held, "suppressed_for_s": self.every}
+        )
+        return True

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -111,7 +113,12 @@ class Service:
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="retention")
 
     async def stop(self) -> None:
-        """Refuse new work, finish or release what is in flight, close the store."""
+        """Refuse new work, page what is queued and running within the grace period,
+        release the rest, close the store.
+
+        The gatherer, the LLM and the notifiers close only after the pipeline has stopped:
+        the drain still gathers evidence for, and delivers, the pages it builds.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -320,37 +327,52 @@ def create_app(config: Config, **service_kwargs: Any) -> web.Application:
     app.router.add_get("/pages/{id}", guarded(_readable(read, _html_page, html=True)))
     app.router.add_get("/healthz", guarded(_healthz))
     app.router.add_get("/readyz", guarded(_readyz))
-    app.router.add_get("/metrics", guarded(_metrics))
+    metrics = _readable(read, _metrics) if config.api.protect_metrics else _metrics
+    app.router.add_get("/metrics", guarded(metrics))
     return app
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    # Imported here so this function is the only part of the module that knows about it.
+    from enricher.intake.connections import Connections, raise_open_file_limit
+
+    raise_open_file_limit()
     app = create_app(config)
     svc = app[SERVICE]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.intake.idle_timeout,
+    )
     await runner.setup()
+    assert runner.server is not None
+    # Not a TCPSite: every connection goes through the header timeout and connection cap.
+    connections = Connections(runner.server, config.intake)
     host, port = config.host_port
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(connections, host, port, backlog=1024, reuse_address=True)
     # Start-up objects never die: keep them out of every collection, and collect young
     # objects less often, so collector pauses do not show up as acknowledgement latency.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     log.info("listening", extra={"listen": config.listen, "data_dir": str(config.data_dir)})
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping", extra={"grace_s": config.pipeline.shutdown_grace})
     # Refuse new notifications with 503 while in-flight jobs finish, then close.
     await svc.stop()
+    listener.close()
     await runner.cleanup()
     log.info("stopped")
 
 
 def run(config: Config) -> int:
     logs.setup(config.log_level)
+    for warning in config.exposure_warnings():
+        log.warning(warning)
     try:
         # uvloop's C event loop costs about a fifth less CPU per request (bench/intake.py).
         import uvloop
@@ -364,4 +386,17 @@ def run(config: Config) -> int:
     except StoreError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
+    except OSError as exc:
+        # Binding is the one start-up step that fails this way (a port in use, a privileged
+        # port, an address not on this host): one line that names it, not a traceback.
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            what = {
+                errno.EADDRINUSE: "the address is already in use (another enricher?)",
+                errno.EACCES: "permission denied (ports below 1024 need privileges)",
+                errno.EADDRNOTAVAIL: "that address is not on this host",
+            }[exc.errno]
+            print(f"enricher: cannot listen on {config.listen}: {what}", file=sys.stderr)
+            log.error("cannot listen", extra={"listen": config.listen, "error": str(exc)})
+            return 1
+        raise
     return 0

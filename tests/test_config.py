@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +123,124 @@ def test_the_readme_example_notification_is_valid():
         (REPO / "examples/alertmanager-webhook.json").read_bytes()
     )
     assert msg.commonLabels["alertname"] == "CheckoutHighErrorRate"
+
+
+def _problems(environ=None, text=None, tmp_path=None, **overrides) -> list[str]:
+    path = None
+    if text is not None:
+        path = tmp_path / "c.yml"
+        path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ=environ or {}, overrides=overrides or None)
+    return err.value.problems
+
+
+def test_listen_refuses_ports_that_would_wrap_and_unbracketed_ipv6():
+    [p] = _problems(listen="127.0.0.1:99999")
+    assert p.startswith("listen: port must be 1 to 65535, got 99999")
+    assert "--listen option" in p
+    [p] = _problems(listen="127.0.0.1:0")
+    assert "port must be 1 to 65535" in p
+    [p] = _problems(listen="::1:8080")
+    assert "[::1]:8080" in p
+    cfg = load_config(environ={}, overrides={"listen": "[::1]:8080"})
+    assert cfg.host_port == ("::1", 8080)
+
+
+def test_durations_that_cannot_work_are_refused_with_the_reason(tmp_path):
+    problems = _problems(
+        text=(
+            "pipeline:\n  deadlines: {default: 0s}\n  timeouts: {gather: 0}\n"
+            "notifiers:\n  webhook: {url: 'http://x.example/', timeout: 0s}\n"
+        ),
+        tmp_path=tmp_path,
+    )
+    text = "\n".join(problems)
+    assert "pipeline.deadlines.default: must be longer than 0s" in text
+    assert "pipeline.timeouts.gather: must be longer than 0s" in text
+    assert "notifiers.webhook.timeout: must be longer than 0s" in text
+    assert all(p.endswith(f"(in {tmp_path / 'c.yml'})") for p in problems)
+    [p] = _problems(
+        text="pipeline:\n  deadlines: {critical: 10s}\n  delivery_reserve: 10s\n", tmp_path=tmp_path
+    )
+    assert "delivery_reserve (10s) must be shorter than every deadline" in p
+    assert "deadlines.critical is 10s" in p
+    [p] = _problems(text="pipeline:\n  timeouts: {gather: .inf}\n", tmp_path=tmp_path)
+    assert "pipeline.timeouts.gather: expected a duration" in p
+
+
+def test_an_invalid_environment_override_is_blamed_on_the_variable_not_the_file(tmp_path):
+    f = tmp_path / "c.yml"
+    f.write_text("pipeline:\n  workers: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f, environ={"ENRICHER_PIPELINE__DEADLINES__CRITICAL": "soon"})
+    [p] = err.value.problems
+    assert p.startswith("pipeline.deadlines.critical: expected a duration")
+    assert p.endswith("(from environment variable ENRICHER_PIPELINE__DEADLINES__CRITICAL)")
+    assert str(f) not in p
+
+
+def test_synchronous_off_explains_the_yaml_boolean_trap(tmp_path):
+    [p] = _problems(text="store:\n  synchronous: OFF\n", tmp_path=tmp_path)
+    assert p.startswith("store.synchronous: must be FULL, NORMAL or EXTRA: YAML read an unquoted")
+    assert "quote" in p and "power loss" in p
+    [p] = _problems(text="store:\n  synchronous: 'OFF'\n", tmp_path=tmp_path)
+    assert "power loss can corrupt" in p
+    assert load_config(environ={"ENRICHER_STORE__SYNCHRONOUS": "normal"}).store.synchronous == (
+        "NORMAL"
+    )
+
+
+def test_a_missing_or_empty_secret_file_is_named_by_its_path(tmp_path):
+    missing = tmp_path / "secrets" / "slack-token"
+    [p] = _problems(notifiers={"slack": {"bot_token_file": str(missing), "channel": "#x"}})
+    assert str(missing) in p and "No such file" in p
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    [p] = _problems(intake={"auth": {"bearer_token_file": str(empty)}})
+    assert f"bearer_token_file {empty} is empty" in p
+
+
+def test_version_flag():
+    from enricher import __version__
+
+    res = _cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"enricher {__version__}"
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = _cli("serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"))
+    assert res.returncode == 1
+    assert f"enricher: cannot listen on 127.0.0.1:{port}: the address is already in use" in (
+        res.stderr
+    )
+    assert "Traceback" not in res.stderr
+
+
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
+
+
+@pytest.mark.skipif(not Path(AMTOOL).exists(), reason="needs Debian's amtool")
+def test_the_readme_alertmanager_snippet_passes_amtool_0_25(tmp_path):
+    """A newcomer pastes this first: it must load on the Alertmanager version we name."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Pointing Alertmanager at it", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    config = tmp_path / "alertmanager.yml"
+    (tmp_path / "token").write_text("t\n")
+    # The snippet names /etc/alertmanager/enricher-token; point it at a file that exists.
+    config.write_text(
+        block.group(1).replace("/etc/alertmanager/enricher-token", str(tmp_path / "token"))
+    )
+    check = subprocess.run(
+        [AMTOOL, "check-config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "webhook_configs" in block.group(1) and "/api/v1/alerts" in block.group(1)

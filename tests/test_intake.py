@@ -130,10 +130,14 @@ async def test_ten_thousand_alerts_in_one_body_make_one_readable_page(make_clien
     assert page["truncated_alerts"] == 10_000 - 20
 
 
-async def test_hostile_label_values_are_kept_and_bounded_on_the_page(make_client):
+async def test_hostile_label_values_are_cleaned_and_bounded_on_the_page(make_client):
+    """Controls and terminal escapes never reach people; the stored notification keeps the
+    raw values (and is what the idempotency key is computed from)."""
     client = await make_client()
     huge = "A" * 100_000
+    common = webhook_body()["commonLabels"]
     body = webhook_body(
+        commonLabels={**common, "alertname": "X\u0000\u001b[31mred\u0007"},
         alert={
             "labels": {
                 "alertname": "X\u0000\u001b[31mred\u0007",
@@ -141,19 +145,21 @@ async def test_hostile_label_values_are_kept_and_bounded_on_the_page(make_client
                 "huge": huge,
                 "severity": "critical",
             }
-        }
+        },
     )
     resp = await post(client, body)
     assert resp.status == 200
     [page] = await wait_pages(client, 1)
     labels = page["alerts"][0]["labels"]
     assert labels["emoji"] == "🔥💥"
-    assert labels["alertname"].startswith("X\u0000")
+    assert labels["alertname"] == "Xred"
+    assert page["title"].startswith("[CRITICAL] Xred")
     assert 1000 <= len(labels["huge"]) <= 1024
-    # The stored notification keeps the value whole; only the page view is clipped.
+    # The stored notification keeps the value whole and raw; only the page view is cleaned.
     svc = service_of(client)
     raw = await svc.store.notification_body(page["id"])
     assert raw is not None and huge in raw.decode()
+    assert "X\\u0000\\u001b[31mred\\u0007" in raw.decode()
 
 
 async def test_duplicate_delivery_pages_once(make_client):

@@ -38,7 +38,19 @@ class DeployIntake:
             return web.json_response(
                 {"error": "too_large", "message": f"over {MAX_DEPLOY_BODY} bytes"}, status=413
             )
-        body = await request.content.read(MAX_DEPLOY_BODY + 1)
+        try:
+            body = await request.content.read(MAX_DEPLOY_BODY + 1)
+        except web.RequestPayloadError:  # a body its Content-Encoding cannot decode: never 5xx
+            resp = web.json_response(
+                {
+                    "error": "bad_encoding",
+                    "message": "the body is not valid for its Content-Encoding",
+                },
+                status=400,
+            )
+            request.content.feed_eof()  # see intake.handler._close_after
+            resp.force_close()
+            return resp
         if len(body) > MAX_DEPLOY_BODY:
             return web.json_response(
                 {"error": "too_large", "message": f"over {MAX_DEPLOY_BODY} bytes"}, status=413

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from enricher.config import Config
 from enricher.intake.auth import Authenticator
 from enricher.intake.webhook import WebhookMessage, severity_rank
+from enricher.logs import Throttled
 from enricher.metrics import Metrics
 from enricher.store.base import NewNotification, StoreError
 from enricher.store.sqlite import SQLiteStore
@@ -53,6 +54,14 @@ def _json_error(status: int, reason: str, message: str, **extra: Any) -> web.Res
     return web.json_response({"error": reason, "message": message, **extra}, status=status)
 
 
+def _close_after(request: web.Request, resp: web.StreamResponse) -> None:
+    """The rest of an undecodable body is never read: mark it finished (or aiohttp, reading
+    it to keep the connection, logs the decoding error again as an unhandled traceback) and
+    close the connection after this answer, since its stream position is lost."""
+    request.content.feed_eof()
+    resp.force_close()
+
+
 class Intake:
     def __init__(
         self,
@@ -69,15 +78,20 @@ class Intake:
         self.max_backlog = config.intake.max_backlog
         self.on_accept = on_accept
         self.draining = False
+        self._refusals = Throttled(log)
         # Alerts the `alertmanager` notifier forwarded carry this label with the value "true".
         fwd = config.notifiers.alertmanager
         self.marker = fwd.label if fwd is not None else "enriched"
 
     def _reject(self, status: int, reason: str, message: str, **extra: Any) -> web.Response:
         self.metrics.reject(reason)
-        if status >= 500:
-            log.warning(
-                "notification refused for retry", extra={"reason": reason, "detail": message[:300]}
+        if status >= 500:  # one line per reason per 10 s: a full disk refuses every post
+            self._refusals.log(
+                logging.WARNING,
+                reason,
+                "notification refused for retry",
+                reason=reason,
+                detail=message[:300],
             )
         return _json_error(status, reason, message, **extra)
 
@@ -135,6 +149,18 @@ class Intake:
                 "too_large",
                 f"body is over the limit of {self.max_body} bytes (intake.max_body_bytes)",
             )
+        except web.RequestPayloadError:
+            # aiohttp decodes Content-Encoding while reading: a body labelled gzip that is
+            # not gzip can never succeed, so 400 (a 5xx would be retried forever).
+            encoding = request.headers.get("Content-Encoding", "none")[:40]
+            resp = self._reject(
+                400,
+                "bad_encoding",
+                f"the body is not valid for its Content-Encoding ({encoding}) "
+                "or ended before its length",
+            )
+            _close_after(request, resp)
+            return resp
         if not body.strip():
             return self._reject(400, "empty_body", "the body is empty")
         try:

@@ -35,11 +35,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from enricher.bundle.build import safe_link
 from enricher.config import AlertmanagerForwardConfig
 from enricher.notify.base import SendContext
 from enricher.notify.http import Poster
 from enricher.notify.page import Page, PageAlert, clip, evidence_summary
+from enricher.sanitize import clean_text, safe_url
 
 log = logging.getLogger("enricher.notify.alertmanager")
 
@@ -49,32 +49,18 @@ MAX_URL = 2048
 FIRING_HOLD = timedelta(days=7)
 # Alertmanager 0.25 refuses (400, the whole batch) a label or annotation name outside this.
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# C0 and C1 controls (tab and newline kept for multi-line descriptions), DEL, lone surrogates
-# (they cannot be encoded as UTF-8) and the bidi controls that make text read backwards.
-_CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-# A terminal escape sequence (colour, clear screen) goes whole, not just its ESC.
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x9b[0-9;?]*[ -/]*[@-~]")
 _TRACE_KINDS = ("grafana_trace", "tempo_trace")
 
 
 def clean(value: str, *, one_line: bool = False) -> str:
     """A value Alertmanager and every downstream receiver can show as it is: no control
     characters, within `MAX_VALUE` characters; our own facts also on one line."""
-    text = _CONTROL.sub("", _ANSI.sub("", value))
-    if one_line:
-        text = " ".join(text.split())
-    return clip(text, MAX_VALUE)
+    return clip(clean_text(value, one_line=one_line), MAX_VALUE)
 
 
 def _url(value: str | None) -> str | None:
     """A link only if it is plain http(s) and whole: a clipped URL is a broken one."""
-    if not value or len(value) > MAX_URL or value.endswith("…") or _CONTROL.search(value):
-        return None
-    if any(c.isspace() for c in value) or not safe_link(value):
-        return None
-    return value
+    return safe_url(value)
 
 
 def _ts(value: datetime) -> str:

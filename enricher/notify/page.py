@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
+from enricher.sanitize import clean_text, safe_url
 
 if TYPE_CHECKING:
     from enricher.store.base import PageRecord
@@ -26,8 +27,14 @@ def clip(value: str, limit: int = MAX_VALUE_CHARS) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def _text(value: str, limit: int = MAX_VALUE_CHARS) -> str:
+    return clip(clean_text(value), limit)
+
+
 def _clip_map(m: dict[str, str]) -> dict[str, str]:
-    return {clip(k, 256): clip(v) for k, v in m.items()}
+    """Labels or annotations as people will read them (the stored notification keeps the
+    raw values)."""
+    return {_text(k, 256): _text(v) for k, v in m.items()}
 
 
 class PageAlert(BaseModel):
@@ -47,6 +54,10 @@ class Page(BaseModel):
     severity: str
     group_key: str
     dedup_key: str
+    # The notification's own identity (its idempotency key: group, status, each alert's state),
+    # the same on every replica and data directory for the same notification; "" on pages
+    # stored before it existed.
+    notification_key: str = ""
     receiver: str
     labels: dict[str, str]
     annotations: dict[str, str]
@@ -102,10 +113,11 @@ def build_page(
     return Page.model_construct(
         id=page_id,
         status=msg.status,
-        title=clip(title, 300),
+        title=clip(clean_text(title, one_line=True), 300),
         severity=severity,
         group_key=msg.groupKey,
         dedup_key=dedup_key(msg.groupKey),
+        notification_key=msg.idempotency_key(),
         receiver=msg.receiver,
         labels=_clip_map(labels),
         annotations=_clip_map(annotations),
@@ -116,7 +128,7 @@ def build_page(
                 annotations=_clip_map(a.annotations),
                 starts_at=a.starts_at,
                 ends_at=a.ends_at,
-                generator_url=clip(a.generatorURL, 2048),
+                generator_url=safe_url(a.generatorURL) or "",
                 fingerprint=a.identity,
             )
             for a in listed
@@ -128,8 +140,12 @@ def build_page(
         paged_at=datetime.now(UTC),
         degraded=bool(reasons),
         reasons=reasons,
-        runbook_url=annotations.get("runbook_url") or first.annotations.get("runbook_url"),
-        dashboard_url=annotations.get("dashboard_url") or first.annotations.get("dashboard_url"),
+        runbook_url=safe_url(
+            annotations.get("runbook_url") or first.annotations.get("runbook_url")
+        ),
+        dashboard_url=safe_url(
+            annotations.get("dashboard_url") or first.annotations.get("dashboard_url")
+        ),
         external_url=msg.externalURL,
         resolves=resolves,
         resolved_at=None,
@@ -138,6 +154,22 @@ def build_page(
         analysis=analysis,
         timings={},
     )
+
+
+NO_SOURCES = (
+    "no evidence: no evidence source (sources.prometheus, sources.tempo, sources.loki) "
+    "is configured, so this page shows the alert only"
+)
+
+
+def no_evidence_note(page: Page) -> str | None:
+    """Why a firing page has no evidence, when nothing else says so: gathering that failed
+    or ran out of time leaves its reasons, so a firing page with neither evidence nor reasons
+    is one whose service has no sources configured. A reader must not take that for "the
+    backends found nothing"."""
+    if page.status == "firing" and page.evidence is None and not page.reasons:
+        return NO_SOURCES
+    return None
 
 
 def evidence_summary(page: Page) -> dict[str, Any]:
@@ -155,6 +187,9 @@ def evidence_summary(page: Page) -> dict[str, Any]:
         if ruled:
             out["ruled_out"] = ruled[:3]
     if b is None:
+        note = no_evidence_note(page)
+        if note:
+            out["evidence"] = note
         return out
     if b.culprit is not None:
         c = b.culprit

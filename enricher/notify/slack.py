@@ -23,7 +23,8 @@ from enricher.bundle.build import safe_link
 from enricher.config import SlackNotifierConfig
 from enricher.notify.base import SendContext
 from enricher.notify.http import Poster
-from enricher.notify.page import Page
+from enricher.notify.page import Page, no_evidence_note
+from enricher.sanitize import clean_text
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -37,7 +38,6 @@ MAX_TEXT = 4000
 _MENTION = re.compile(r"@(channel|here|everyone)\b", re.I)
 # single angle quotation marks: visible, and no client reads them as markup
 _ANGLES = str.maketrans({"<": "\u2039", ">": "\u203a"})
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 def cut(text: str, limit: int) -> str:
@@ -46,7 +46,7 @@ def cut(text: str, limit: int) -> str:
 
 def esc(text: str) -> str:
     """Alert or log content made inert for mrkdwn."""
-    text = _CONTROL.sub("", text)
+    text = clean_text(text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MENTION.sub(lambda m: "@\u2060" + m.group(1), text)
 
@@ -57,7 +57,7 @@ def _plain(text: str, limit: int) -> dict[str, Any]:
         # plain_text is shown as is; angle brackets become look-alikes so that no client
         # that does parse them (notifications, older apps) sees a mention
         "text": cut(
-            _MENTION.sub("@\u2060\\1", _CONTROL.sub("", text)).translate(_ANGLES),
+            _MENTION.sub("@\u2060\\1", clean_text(text)).translate(_ANGLES),
             limit,
         ),
     }
@@ -141,6 +141,8 @@ def _context(page: Page, tail: str, *, live: bool = True, edits: bool = False) -
         context.append(
             _md(f"{len(b.items)} evidence items · {len(b.missing)} missing", MAX_SECTION)
         )
+    elif note := no_evidence_note(page):
+        context.append(_md(note[:1].upper() + note[1:]))
     a = page.analysis
     if (
         live

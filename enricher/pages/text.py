@@ -12,19 +12,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from enricher.bundle.build import safe_link
+from enricher.sanitize import clean_text, safe_url
 
 # C0/C1 controls except tab and newline, bidi embeddings/overrides/isolates and marks, zero
 # width characters, BOM, and lone surrogates (JSON allows "\ud800"; UTF-8 does not).
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]"
-)
 _ANCHOR_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:.-")
 MAX_URL = 3000
 
@@ -38,8 +33,7 @@ def esc(value: object, limit: int = 300) -> str:
     s = value if isinstance(value, str) else fmt_value(value)
     if len(s) > limit:
         s = s[: limit - 1] + "…"
-    if _HIDDEN.search(s) is not None:
-        s = _HIDDEN.sub("", s)
+    s = clean_text(s)
     return html.escape(s, quote=True)
 
 
@@ -76,9 +70,8 @@ def safe_href(url: str | None) -> str | None:
     The bundle's rule (`safe_link`: plain http(s) with a host, so no `javascript:` or `data:`),
     plus a length bound and no hidden characters: a link whose text hides where it goes is
     not shown rather than shown cleaned, because a cleaned URL is a different URL."""
-    if not url or len(url) > MAX_URL or _HIDDEN.search(url) is not None or not safe_link(url):
-        return None
-    return html.escape(url, quote=True)
+    good = safe_url(url, MAX_URL)
+    return html.escape(good, quote=True) if good is not None else None
 
 
 def ts(dt: datetime | None) -> str:

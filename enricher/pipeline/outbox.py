@@ -62,6 +62,9 @@ class Outbox:
         self.owner = owner
         self.on_done = on_done
         self.inflight: dict[int, asyncio.Task[None]] = {}
+        # Pages whose first deliveries are done and recorded with at least one sent: what the
+        # pipeline reports as paged during a shutdown drain.
+        self.pages_out = 0
         self._updates_wanted: set[int] = set()
         self._stopping = asyncio.Event()
 
@@ -167,6 +170,8 @@ class Outbox:
         error = f"delivery failed: {', '.join(failed)}" if failed else None
         await self.store.finish(job.id, self.owner, state, sent, error, time.time())
         self.metrics.child(self.metrics.jobs, state.value).inc()
+        if first and sent:
+            self.pages_out += 1
 
     async def _context(self, page: Page, row: DeliveryRecord) -> SendContext | None:
         target = self.router.target(row.notifier)
