@@ -50,6 +50,19 @@ class Metrics:
             registry=r,
         )
         self.backlog = Gauge("enricher_backlog_jobs", "Jobs not yet done or failed.", registry=r)
+        self.connections_open = Gauge(
+            "enricher_connections_open", "Client connections open now.", registry=r
+        )
+        self.connections_closed = Counter(
+            "enricher_connections_closed_total",
+            "Connections the service closed on its own, by reason (max_connections: refused "
+            "with 503 at the cap; header_timeout: the request head came too slowly; idle: "
+            "keep-alive idle past idle_timeout).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("max_connections", "header_timeout", "idle"):
+            self.connections_closed.labels(reason)
         self.ack_seconds = Histogram(
             "enricher_intake_ack_seconds",
             "Time from request to acknowledgement, durable commit included.",

@@ -27,6 +27,7 @@ from enricher.config import Config
 from enricher.evidence import Gatherer as EvidenceGatherer
 from enricher.evidence import StageGatherer
 from enricher.intake.auth import Authenticator
+from enricher.intake.connections import Connections, raise_open_file_limit
 from enricher.intake.deploys import DeployIntake, StoredDeploys
 from enricher.intake.handler import Intake
 from enricher.metrics import Metrics
@@ -75,9 +76,12 @@ class Service:
             self.store, config, self.notifiers, self.metrics, gatherer, analyser
         )
         self.intake = Intake(config, self.store, self.metrics, self.pipeline.accepted)
-        self.deploys = DeployIntake(self.store, self.intake.auth)
+        self.deploys = DeployIntake(self.store, self.intake.auth, config.intake.body_timeout)
         self._stopped = False
         self._housekeeping: asyncio.Task[None] | None = None
+        # Set by `serve()`, which owns the listening socket; None in tests' in-process apps.
+        self.connections: Connections | None = None
+        self._exported: dict[str, int] = {}
 
     def _root_cause(self) -> RootCauseAnalyser:
         """The deterministic analyzer always; the LLM stage when `analysis.llm` is set."""
@@ -111,6 +115,24 @@ class Service:
             await self.llm.start()
         await self.pipeline.start()
         self._housekeeping = asyncio.create_task(self._prune_forever(), name="retention")
+
+    def export_connections(self) -> None:
+        """The connection guard keeps plain counts (it runs per connection, on the hot path):
+        carry them into the metrics when they are scraped."""
+        conns = self.connections
+        if conns is None:
+            return
+        m = self.metrics
+        m.connections_open.set(conns.open)
+        for reason, total in (
+            ("max_connections", conns.refused),
+            ("header_timeout", conns.header_timeouts),
+            ("idle", conns.idle_closes),
+        ):
+            delta = total - self._exported.get(reason, 0)
+            if delta > 0:
+                m.connections_closed.labels(reason).inc(delta)
+                self._exported[reason] = total
 
     async def stop(self) -> None:
         """Refuse new work, page what is queued and running within the grace period,
@@ -301,6 +323,7 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     svc.metrics.backlog.set(await svc.store.backlog())
+    svc.export_connections()
     return web.Response(
         body=svc.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
     )
@@ -333,9 +356,6 @@ def create_app(config: Config, **service_kwargs: Any) -> web.Application:
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    # Imported here so this function is the only part of the module that knows about it.
-    from enricher.intake.connections import Connections, raise_open_file_limit
-
     raise_open_file_limit()
     app = create_app(config)
     svc = app[SERVICE]
@@ -343,12 +363,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         app,
         access_log=None,
         handle_signals=False,
-        keepalive_timeout=config.intake.idle_timeout,
+        # A backstop only: enricher/intake/connections.py closes idle connections first.
+        keepalive_timeout=config.intake.idle_timeout + config.intake.header_timeout,
     )
     await runner.setup()
     assert runner.server is not None
     # Not a TCPSite: every connection goes through the header timeout and connection cap.
     connections = Connections(runner.server, config.intake)
+    svc.connections = connections
     host, port = config.host_port
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(connections, host, port, backlog=1024, reuse_address=True)

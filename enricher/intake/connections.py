@@ -22,7 +22,7 @@ The exact rules:
    `{"error": "too_many_connections", ...}`) and closed at once, before aiohttp sees it (no
    request handler, no parser, no task). Only admitted connections count towards the cap.
    Logged throttled (key `max_connections`); `Connections.refused` counts them.
-2. One timer per admitted connection, in one of three states:
+2. One timer per admitted connection, in one of four states:
    - HEAD: from the moment the connection is accepted, the client has `header_timeout`
      seconds to deliver a complete request head. Bytes arriving in this state do not move
      the deadline: a byte a second buys nothing.
@@ -34,19 +34,28 @@ The exact rules:
      byte that arrives in IDLE switches to HEAD with a fresh `header_timeout` from that
      moment. Bytes that arrive while BUSY (the body, or a pipelined next request) do not
      count; a pipelined request already parsed goes straight back to BUSY.
+   - LINGER: when the response closes the connection (the handler called `force_close()`,
+     the client asked for `Connection: close`, the handler failed), aiohttp closes it once
+     the response is written, or first reads and discards whatever is left of an unread
+     body for up to its `lingering_time` (10 s). The guard allows `header_timeout` for that,
+     whatever arrives, then closes silently.
    When the timer of a HEAD connection runs out, the connection is closed: with a
    `408 Request Timeout` first if the client had sent any of its request, silently if it
    never sent a byte; logged throttled (key `header_timeout`, with the peer address);
    `Connections.header_timeouts` counts them. An IDLE connection that runs out is closed
    silently (`Connections.idle_closes`): that is ordinary keep-alive expiry, not an attack.
+   A LINGER connection that runs out is closed silently too.
    A connection whose peer is not reading what we wrote (the write buffer is not empty) is
    aborted rather than closed, since a close would wait for that buffer to drain.
 3. `read_body(request, timeout)` reads the whole body or raises `BodyTimeout` once `timeout`
    seconds have passed; `request_timeout_response()` is the 408 that closes the connection
    (the stream position is lost once a read is abandoned).
 
-aiohttp's own keep-alive timer (the runner's `keepalive_timeout`) still runs underneath; it
-is given `idle_timeout` too, so it never closes a connection earlier than these rules do.
+aiohttp's own keep-alive timer (the runner's `keepalive_timeout`) still runs underneath, as a
+backstop: it closes a connection still waiting for a complete head that long after connecting
+or after the previous response was written. `serve()` gives it `idle_timeout +
+header_timeout`, the longest these rules allow, so it never fires before they do (with just
+`idle_timeout` it would cut off a request head begun shortly before the idle deadline).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ import json
 import logging
 import resource
 from collections.abc import Awaitable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -71,7 +81,7 @@ FD_HEADROOM = 256
 # Used when the hard limit is unlimited: Linux refuses a soft NOFILE limit above nr_open.
 _UNLIMITED_CAP = 1 << 20
 
-_HEAD, _BUSY, _IDLE, _CLOSED = range(4)
+_HEAD, _BUSY, _IDLE, _LINGER, _CLOSED = range(5)
 
 
 def _fixed_response(status: str, body: dict[str, str], extra: str = "") -> bytes:
@@ -132,7 +142,8 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 def _shut(transport: asyncio.BaseTransport) -> None:
     """Close now: abort if unsent data is waiting on a peer that does not read, since
     `close()` would keep the socket (and its descriptor) until that data drained."""
-    assert isinstance(transport, asyncio.WriteTransport)
+    # uvloop's transports are not asyncio.Transport subclasses: cast, never isinstance.
+    transport = cast(asyncio.Transport, transport)
     if transport.get_write_buffer_size():
         transport.abort()
     else:
@@ -176,10 +187,16 @@ class Connections:
         if guard is None:  # not accepted through this factory
             return await self._handler(request)
         guard.request_started()
+        closing = True  # an error: aiohttp answers it with a response that closes
         try:
-            return await self._handler(request)
+            resp = await self._handler(request)
+            closing = resp.keep_alive is False
+            return resp
+        except web.HTTPException as exc:
+            closing = exc.keep_alive is False
+            raise
         finally:
-            guard.response_ready()
+            guard.response_ready(closing or not request.keep_alive)
 
 
 class _Guard(asyncio.Protocol):
@@ -213,7 +230,7 @@ class _Guard(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         transport = self._transport
-        if transport is None or transport.is_closing() or self._state not in (_HEAD, _IDLE):
+        if transport is None or transport.is_closing() or self._state == _BUSY:
             return
         conns = self._conns
         if self._state == _HEAD:
@@ -229,7 +246,7 @@ class _Guard(asyncio.Protocol):
             )
             if self._got_bytes and not transport.get_write_buffer_size():
                 transport.write(HEADER_TIMEOUT)
-        else:
+        elif self._state == _IDLE:
             conns.idle_closes += 1
         self._disarm(_CLOSED)
         _shut(transport)
@@ -238,15 +255,19 @@ class _Guard(asyncio.Protocol):
         if self._state != _CLOSED:
             self._disarm(_BUSY)
 
-    def response_ready(self) -> None:
-        if self._state != _CLOSED:
-            self._got_bytes = False
+    def response_ready(self, closing: bool) -> None:
+        if self._state == _CLOSED:
+            return
+        self._got_bytes = False
+        if closing:
+            self._arm(_LINGER, self._conns.header_timeout)
+        else:
             self._arm(_IDLE, self._conns.idle_timeout)
 
     # -- asyncio.Protocol, passed on to aiohttp ----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         conns = self._conns
         self._transport = transport
         if conns.open >= conns.max_connections:

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from enricher.intake.auth import Authenticator
+from enricher.intake.connections import BodyTimeout, read_body, request_timeout_response
 from enricher.intake.handler import problems_of
 from enricher.sources.deploys import DeployEvent
 from enricher.store.base import StoreError
@@ -18,9 +19,10 @@ MAX_DEPLOY_BODY = 64 * 1024
 
 
 class DeployIntake:
-    def __init__(self, store: SQLiteStore, auth: Authenticator) -> None:
+    def __init__(self, store: SQLiteStore, auth: Authenticator, body_timeout: float = 30.0) -> None:
         self.store = store
         self.auth = auth
+        self.body_timeout = body_timeout
 
     async def handle(self, request: web.Request) -> web.Response:
         if not self.auth.allows(request.headers.get("Authorization")):
@@ -39,7 +41,15 @@ class DeployIntake:
                 {"error": "too_large", "message": f"over {MAX_DEPLOY_BODY} bytes"}, status=413
             )
         try:
-            body = await request.content.read(MAX_DEPLOY_BODY + 1)
+            # The whole body (bounded by the app's client_max_size), not `content.read(n)`,
+            # which returns whatever part has arrived.
+            body = await read_body(request, self.body_timeout)
+        except BodyTimeout as exc:
+            return request_timeout_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response(
+                {"error": "too_large", "message": f"over {MAX_DEPLOY_BODY} bytes"}, status=413
+            )
         except web.RequestPayloadError:  # a body its Content-Encoding cannot decode: never 5xx
             resp = web.json_response(
                 {

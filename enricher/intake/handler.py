@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from enricher.config import Config
 from enricher.intake.auth import Authenticator
+from enricher.intake.connections import BodyTimeout, read_body
 from enricher.intake.webhook import WebhookMessage, severity_rank
 from enricher.logs import Throttled
 from enricher.metrics import Metrics
@@ -142,13 +143,17 @@ class Intake:
                 f"limit of {self.max_body} bytes (intake.max_body_bytes)",
             )
         try:
-            body = await request.read()
+            body = await read_body(request, self.config.intake.body_timeout)
         except web.HTTPRequestEntityTooLarge:
             return self._reject(
                 413,
                 "too_large",
                 f"body is over the limit of {self.max_body} bytes (intake.max_body_bytes)",
             )
+        except BodyTimeout as exc:
+            resp = self._reject(408, "body_timeout", str(exc))
+            resp.force_close()  # the rest of the body is unread
+            return resp
         except web.RequestPayloadError:
             # aiohttp decodes Content-Encoding while reading: a body labelled gzip that is
             # not gzip can never succeed, so 400 (a 5xx would be retried forever).
