@@ -10,6 +10,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from enricher.notify.page import NO_SOURCES
 from tests.conftest import REAL, Recorder, post, service_of, wait_pages, webhook_body
 
 
@@ -24,7 +25,9 @@ async def test_recorded_notification_becomes_a_page_within_its_deadline(make_cli
     assert page["labels"]["alertname"] == "CheckoutHighLatency"
     assert page["annotations"]["summary"] == "Checkout p99 latency above 500ms"
     assert page["runbook_url"] == "https://runbooks.example.com/payments/checkout-latency"
-    assert page["degraded"] is False and page["reasons"] == []
+    # No evidence source is configured here: the page says so, and is not degraded for it.
+    assert page["degraded"] is False
+    assert page["reasons"] == [NO_SOURCES]
     assert page["paged_at"] <= page["deadline"]
     for key in ("id", "received_at", "paged_at", "labels", "annotations", "reasons"):
         assert key in page

@@ -138,7 +138,9 @@ def build_page(
         received_at=datetime.fromtimestamp(received_at, UTC),
         deadline=datetime.fromtimestamp(deadline, UTC),
         paged_at=datetime.now(UTC),
-        degraded=bool(reasons),
+        # A reason that only informs (no sources configured: nothing was meant to be
+        # gathered) does not make the page degraded; every other reason is something cut short.
+        degraded=any(r != NO_SOURCES for r in reasons),
         reasons=reasons,
         runbook_url=safe_url(
             annotations.get("runbook_url") or first.annotations.get("runbook_url")
@@ -163,13 +165,13 @@ NO_SOURCES = (
 
 
 def no_evidence_note(page: Page) -> str | None:
-    """Why a firing page has no evidence, when nothing else says so: gathering that failed
-    or ran out of time leaves its reasons, so a firing page with neither evidence nor reasons
-    is one whose service has no sources configured. A reader must not take that for "the
-    backends found nothing"."""
-    if page.status == "firing" and page.evidence is None and not page.reasons:
-        return NO_SOURCES
-    return None
+    """Why a firing page has no evidence when no backend was asked: its service has no
+    sources configured. A reader must not take that for "the backends found nothing";
+    gathering that failed or ran out of time says so in its own reasons."""
+    if page.status != "firing" or page.evidence is not None:
+        return None
+    # Pages stored before the reason existed carry no reasons at all.
+    return NO_SOURCES if NO_SOURCES in page.reasons or not page.reasons else None
 
 
 def evidence_summary(page: Page) -> dict[str, Any]:

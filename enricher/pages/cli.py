@@ -152,7 +152,7 @@ def _show(d: dict[str, Any]) -> list[str]:
                 f"  {_t(link.get('title') or link.get('kind'), 40)}: {_t(link['url'], 2000)}"
                 for link in links[:8]
             ]
-    elif d.get("status") == "firing" and not d.get("reasons"):
+    elif d.get("status") == "firing" and NO_SOURCES in (d.get("reasons") or [NO_SOURCES]):
         out += ["", NO_SOURCES[:1].upper() + NO_SOURCES[1:] + "."]
     out += ["", f"HTML page: {{url}}/pages/{d['id']}"]
     return out

@@ -23,7 +23,7 @@ from typing import Any
 
 from enricher.analysis.model import Analysis, Hypothesis
 from enricher.bundle.model import EvidenceBundle, EvidenceItem
-from enricher.notify.page import MAX_LISTED_ALERTS, Page, page_from_record
+from enricher.notify.page import MAX_LISTED_ALERTS, NO_SOURCES, Page, page_from_record
 from enricher.pages.text import anchor, esc, fmt_value, ms, safe_href, ts, ts_ns
 from enricher.pages.waterfall import render_trace
 from enricher.store.base import DeliveryRecord, PageRecord
@@ -256,7 +256,7 @@ def _header(page: Page) -> str:
         rows.insert(0, ("Alert started", f"<time>{ts(starts)}</time>"))
     rows.append(("Alerts in group", str(int(page.alert_count))))
     out.append(_kv(rows))
-    if page.degraded or page.reasons:
+    if page.degraded:
         reasons = "".join(f"<li>{esc(r, 400)}</li>" for r in page.reasons[:MAX_REASONS])
         more = len(page.reasons) - MAX_REASONS
         if more > 0:
@@ -645,7 +645,7 @@ def _no_evidence(page: Page) -> str:
         )
     elif page.status == "resolved" and page.resolved_at is None:
         why = "This is a resolution: evidence is gathered for firing alerts only."
-    elif page.reasons:
+    elif page.reasons and NO_SOURCES not in page.reasons:
         why = "Gathering did not finish in time or failed: " + esc(
             "; ".join(page.reasons[:MAX_REASONS]), 1200
         )

@@ -20,6 +20,7 @@ from enricher.analysis.model import Analysis
 from enricher.bundle.model import EvidenceBundle
 from enricher.intake.webhook import WebhookMessage
 from enricher.metrics import Metrics
+from enricher.notify.page import NO_SOURCES
 
 log = logging.getLogger("enricher.pipeline")
 tracer = trace.get_tracer("enricher.pipeline")
@@ -68,7 +69,9 @@ class NoEvidence:
     """Used when no evidence source is configured: the page carries the alert alone."""
 
     async def gather(self, inp: GatherInput) -> GatherOutput:
-        return GatherOutput()
+        # Said in the page's reasons, so every reader (API, Slack, PagerDuty, HTML) learns
+        # why there is no evidence; it does not mark the page degraded (`build_page`).
+        return GatherOutput(reasons=[NO_SOURCES])
 
 
 class NoAnalysis:

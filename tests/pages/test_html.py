@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from html.parser import HTMLParser
 from typing import Any
 
@@ -303,22 +302,6 @@ def test_a_page_without_evidence_or_analysis_says_why(real_fixtures: Any) -> Non
     doc = render_page(page)
     assert "did not finish in time or failed: gather: timed out after 8 s" in doc
     assert 'id="degraded"' in doc
-
-
-def test_rendering_the_checkout_page_costs_well_under_two_milliseconds(
-    real_fixtures: Any,
-) -> None:
-    page = checkout_page()
-    render_page(page)
-    took = []
-    for _ in range(1000):
-        t0 = time.perf_counter()
-        render_page(page)
-        took.append(time.perf_counter() - t0)
-    took.sort()
-    p50, p99 = took[500] * 1000, took[990] * 1000
-    print(f"render_page checkout: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-    assert p99 < 2.0, (p50, p99)
 
 
 def _span(n: int, **kw: Any) -> SpanFacts:
