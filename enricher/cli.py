@@ -59,6 +59,12 @@ def _pages(args: argparse.Namespace) -> int:
     return pages_main(args.rest)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from enricher.demo import main as demo_main
+
+    return demo_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from enricher import __version__
 
@@ -83,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("replay", _replay, "re-run analysis and delivery from a stored bundle"),
         ("eval", _eval, "score the root-cause stage on recorded scenarios"),
         ("pages", _pages, "list the pages a running service sent, or show one"),
+        ("demo", _demo, "replay a recorded incident through the pipeline and show its page"),
     ):
         p = sub.add_parser(name, help=text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -92,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands with parsers of their own get their arguments untouched: argparse.REMAINDER
 # would reject options placed before the first positional (`enricher lint --format json x`).
-_DELEGATED = {"lint": _lint, "replay": _replay, "eval": _eval, "pages": _pages}
+_DELEGATED = {"lint": _lint, "replay": _replay, "eval": _eval, "pages": _pages, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
