@@ -152,3 +152,35 @@ def test_demo_says_so_when_no_page_comes(
     assert demo.main(["--no-serve", "--port", "0", "--data-dir", str(tmp_path / "d")]) == 1
     err = capsys.readouterr().err
     assert "enricher demo: no page appeared within 10 s" in err
+
+
+def test_demo_runs_from_a_copy_of_the_package_alone(tmp_path: Path) -> None:
+    """What an installed package holds (the modules and their package data), away from the
+    source tree: no ../shared, no tests/, no repository around it."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(
+        REPO / "enricher",
+        site / "enricher",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    run = tmp_path / "cwd"
+    run.mkdir()
+    # -I: isolated mode, so neither the cwd nor an editable install's path hook is searched
+    # before the copy (the copy is put first explicitly).
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); import enricher; "
+        f"assert enricher.__file__.startswith({str(site)!r}), enricher.__file__; "
+        "from enricher.cli import main; sys.exit(main(['demo', '--port', '0', '--no-serve']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        cwd=run,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "db-primary" in proc.stdout and "7a3f9c2" in proc.stdout and "2.4.1" in proc.stdout
