@@ -18,6 +18,7 @@ trace, v1 404, absent from search). `clock` is settable; `run_clock(at)` makes i
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 import time
@@ -181,12 +182,33 @@ class TempoDouble(DoubleServer):
         return n
 
     async def _ingest(self, request: web.Request) -> web.Response:
+        if request.content_type == "application/x-protobuf":
+            return await self._ingest_protobuf(request)
         try:
             body = await request.json()
             self.ingest(body)
         except (ValueError, KeyError, TypeError) as exc:
             return web.Response(status=400, text=str(exc), content_type="text/plain")
         return answer({"partialSuccess": {}})
+
+    async def _ingest_protobuf(self, request: web.Request) -> web.Response:
+        """OTLP/HTTP protobuf, as the OpenTelemetry SDKs' exporters send it (gzipped or not);
+        answered with an empty ExportTraceServiceResponse in protobuf, as Tempo does."""
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        body = await request.read()
+        try:
+            # aiohttp already undoes Content-Encoding: gzip; a body still gzipped is unwrapped
+            if body[:2] == b"\x1f\x8b":
+                body = gzip.decompress(body)
+            self.ingest(otlp_json_from_protobuf(body))
+        except (DecodeError, OSError, ValueError, KeyError) as exc:
+            return web.Response(status=400, text=str(exc), content_type="text/plain")
+        return web.Response(
+            body=trace_service_pb2.ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
 
     # --- trace by id ----------------------------------------------------------------------
 
@@ -401,4 +423,74 @@ def otlp_from_tempo(doc: dict[str, Any]) -> dict[str, Any]:
                 spans.append(s)
             scopes.append({"scope": ss["scope"], "spans": spans})
         out.append({"resource": rs["resource"], "scopeSpans": scopes})
+    return {"resourceSpans": out}
+
+
+def _proto_value(v: Any) -> dict[str, Any]:
+    """An OTLP protobuf AnyValue in OTLP/JSON form."""
+    kind = v.WhichOneof("value")  # the protobuf field name: string_value, int_value, ...
+    if kind is None:
+        return {}
+    if kind == "array_value":
+        return {"arrayValue": {"values": [_proto_value(x) for x in v.array_value.values]}}
+    if kind == "kvlist_value":
+        return {"kvlistValue": {"values": _proto_attrs(v.kvlist_value.values)}}
+    if kind == "bytes_value":
+        return {"bytesValue": base64.b64encode(v.bytes_value).decode()}
+    if kind == "int_value":
+        return {"intValue": str(v.int_value)}
+    head, _, tail = kind.partition("_")
+    return {head + tail.capitalize(): getattr(v, kind)}
+
+
+def _proto_attrs(kvs: Any) -> list[dict[str, Any]]:
+    return [{"key": kv.key, "value": _proto_value(kv.value)} for kv in kvs]
+
+
+def otlp_json_from_protobuf(body: bytes) -> dict[str, Any]:
+    """A protobuf ExportTraceServiceRequest in the OTLP/JSON form `TempoDouble.ingest` takes
+    (hex ids, integer enums, int64 as strings)."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    msg = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+    out = []
+    for rs in msg.resource_spans:
+        scopes = []
+        for ss in rs.scope_spans:
+            spans = []
+            for sp in ss.spans:
+                s: dict[str, Any] = {
+                    "traceId": sp.trace_id.hex(),
+                    "spanId": sp.span_id.hex(),
+                    "name": sp.name,
+                    "kind": int(sp.kind),
+                    "startTimeUnixNano": str(sp.start_time_unix_nano),
+                    "endTimeUnixNano": str(sp.end_time_unix_nano),
+                    "attributes": _proto_attrs(sp.attributes),
+                    "events": [
+                        {
+                            "timeUnixNano": str(e.time_unix_nano),
+                            "name": e.name,
+                            "attributes": _proto_attrs(e.attributes),
+                        }
+                        for e in sp.events
+                    ],
+                    "status": {
+                        k: v
+                        for k, v in (("code", int(sp.status.code)), ("message", sp.status.message))
+                        if v
+                    },
+                }
+                if sp.parent_span_id:
+                    s["parentSpanId"] = sp.parent_span_id.hex()
+                if sp.flags:
+                    s["flags"] = sp.flags
+                spans.append(s)
+            scope: dict[str, Any] = {"name": ss.scope.name}
+            if ss.scope.version:
+                scope["version"] = ss.scope.version
+            scopes.append({"scope": scope, "spans": spans})
+        out.append(
+            {"resource": {"attributes": _proto_attrs(rs.resource.attributes)}, "scopeSpans": scopes}
+        )
     return {"resourceSpans": out}
