@@ -36,6 +36,8 @@ from typing import Any
 import promql_parser as pp
 from aiohttp import web
 
+from enricher.demo.logql import LogQLError, LogQuery
+
 FAILING = "b22fc2a2caac4451e1a7afb90ea05a3b"  # the recorded failing request
 HEALTHY = ("1" * 32, "2" * 32)  # healthy requests of the same route (synthesised)
 # The recorded alert started this long before the failing request ended.
@@ -138,81 +140,6 @@ def _prom_error(msg: str) -> web.Response:
 
 
 # --- Loki ---------------------------------------------------------------------------------
-
-
-class LogQLError(ValueError):
-    pass
-
-
-class _LogQuery:
-    """A LogQL log query: stream selector matchers and line/label filter stages."""
-
-    _TOKEN = re.compile(r'\s*(\{|\}|,|\|=|!=|\|~|!~|=~|=|\||"(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*)')
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.matchers: list[tuple[str, str, str]] = []
-        self.stages: list[tuple[str, str, str]] = []  # (kind, op or label+op, value)
-        self._parse()
-
-    def _next(self) -> str | None:
-        m = self._TOKEN.match(self.text, self.pos)
-        if not m or m.end() == self.pos:
-            if self.text[self.pos :].strip():
-                raise LogQLError(f"parse error at col {self.pos + 1}")
-            return None
-        self.pos = m.end()
-        return m.group(1)
-
-    @staticmethod
-    def _unquote(tok: str | None) -> str:
-        if tok is None or not tok.startswith('"'):
-            raise LogQLError(f"parse error: expected a string, got {tok!r}")
-        return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
-
-    def _parse(self) -> None:
-        if self._next() != "{":
-            raise LogQLError("parse error: expecting {")
-        while True:
-            name = self._next()
-            if name == "}":
-                break
-            op = self._next()
-            if name is None or op not in ("=", "!=", "=~", "!~"):
-                raise LogQLError(f"parse error: unexpected {op}")
-            self.matchers.append((name, op, self._unquote(self._next())))
-            sep = self._next()
-            if sep == "}":
-                break
-            if sep != ",":
-                raise LogQLError(f"parse error: unexpected {sep}, expecting }} or ,")
-        while (tok := self._next()) is not None:
-            if tok in ("|=", "!=", "|~", "!~"):
-                self.stages.append(("line", tok, self._unquote(self._next())))
-            elif tok == "|":
-                label, op = self._next(), self._next()
-                if label is None or op not in ("=", "!=", "=~", "!~"):
-                    raise LogQLError(f"parse error: unexpected {op}")
-                self.stages.append(("label", f"{label}\0{op}", self._unquote(self._next())))
-            else:
-                raise LogQLError(f"parse error: unexpected {tok}")
-
-    def matches(self, labels: dict[str, str], line: str, meta: dict[str, str]) -> bool:
-        if not all(_label_ok(labels.get(n, ""), op, v) for n, op, v in self.matchers):
-            return False
-        for kind, op, v in self.stages:
-            if kind == "line":
-                if op in ("|=", "!="):
-                    ok = (v in line) == (op == "|=")
-                else:
-                    ok = (re.search(v, line) is not None) == (op == "|~")
-            else:
-                name, lop = op.split("\0")
-                ok = _label_ok({**labels, **meta}.get(name, ""), lop, v)
-            if not ok:
-                return False
-        return True
 
 
 def _loki_time(raw: str | None, default: int) -> int:
@@ -393,7 +320,7 @@ class ReplayBackends:
     async def _logs(self, request: web.Request) -> web.Response:
         qs = request.query
         try:
-            query = _LogQuery(qs.get("query", ""))
+            query = LogQuery(qs.get("query", ""))
             limit = int(qs.get("limit", "100"))
             end = _loki_time(qs.get("end"), 2**63 - 1)
             start = _loki_time(qs.get("start"), end - 3600 * 10**9)
