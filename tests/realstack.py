@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +330,15 @@ def running(*procs: _Process) -> Iterator[None]:
         for p in procs:
             stack.enter_context(p)  # type: ignore[arg-type]
         yield
+
+
+def stop_all(procs: Iterable[subprocess.Popen[Any]], timeout: float = 10.0) -> None:
+    """SIGTERM every process first (so they shut down in parallel), then wait; kill stragglers."""
+    procs = list(procs)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()

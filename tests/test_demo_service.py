@@ -35,7 +35,7 @@ trace_service_pb2 = pytest.importorskip("opentelemetry.proto.collector.trace.v1.
 from aiohttp import web  # noqa: E402
 
 from tests.doubles._server import DoubleServer  # noqa: E402
-from tests.realstack import free_port  # noqa: E402
+from tests.realstack import free_port, stop_all  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent.parent / "compose" / "demo"
 SLOW_S = 1.0  # the seq scan, as in the incident (>= 1 s) ...
@@ -218,13 +218,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             _wait_healthy(urls[role], procs[role], logs[role])
         yield Stack(rx, urls["checkout"], urls["orders"], logs)
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         for f in files:
             f.close()
         rx.stop_thread()

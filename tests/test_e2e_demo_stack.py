@@ -42,6 +42,7 @@ from tests.realstack import (
     free_port,
     http_post,
     running,
+    stop_all,
     wait_until,
 )
 
@@ -193,13 +194,7 @@ def demo_services(tmp: Path, tempo_url: str, loki_url: str) -> Iterator[dict[str
         wait_until(healthy, 15, 0.05, "the demo services healthy")
         yield urls
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         for s in shippers.values():
             s.thread.join(5)
         for s in shippers.values():
