@@ -72,7 +72,7 @@ def test_expand_env_semantics():
 
 
 CASES = [
-    pytest.param(TEMPO, "TEMPO_DATA", "/var/tempo", 3, id="tempo"),
+    pytest.param(TEMPO, "TEMPO_DATA", "/var/tempo", 6, id="tempo"),
     pytest.param(LOKI, "LOKI_DATA", "/var/loki", 6, id="loki"),
 ]
 
@@ -112,7 +112,13 @@ def test_tempo_required_keys():
     assert trace["backend"] == "local"
     assert trace["local"]["path"] and trace["wal"]["path"]
     assert trace["local"]["path"] != trace["wal"]["path"]
-    assert cfg["compactor"]["compaction"]["block_retention"] == "168h"
+    # Tempo 3.x: the live-store and the backend scheduler/worker replace the 2.x
+    # ingester and compactor, and a 3.x binary refuses the old blocks.
+    assert not {"ingester", "ingester_client", "compactor", "metrics_generator_client"} & set(cfg)
+    assert cfg["live_store"]["wal"]["path"].endswith("/live-store/traces")
+    scheduler = cfg["backend_scheduler"]["provider"]["compaction"]["compaction"]
+    assert scheduler["block_retention"] == "168h"
+    assert cfg["backend_worker"]["compaction"]["block_retention"] == "168h"
     gen = cfg["metrics_generator"]["storage"]
     assert gen["remote_write"][0]["url"] == "http://prometheus:9090/api/v1/write"
     processors = cfg["overrides"]["defaults"]["metrics_generator"]["processors"]
