@@ -1,7 +1,8 @@
 """`enricher lint [options] PATH...`: the command line around the loader, checks and formatters.
 
-Exit codes: 0 when nothing is at or above `--fail-on`, 1 when something is, 2 for usage errors,
-unreadable input, a bad config file or an unreachable `--prometheus`.
+Exit codes: 0 when nothing is at or above `--fail-on` (default: error, i.e. only bugs fail the
+run; `--profile strict` makes it warning), 1 when something is, 2 for usage errors, unreadable
+input, a bad config file or an unreachable `--prometheus`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gc
 import sys
 from typing import TextIO
 
-from enricher.lint.config import ConfigError, load_config
+from enricher.lint.config import PROFILES, ConfigError, load_config, parse_version
 from enricher.lint.durations import parse_duration
 from enricher.lint.model import Severity
 from enricher.lint.report import FORMATS, formatter
@@ -34,9 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="configuration file (default: ./.enricher-lint.yaml)")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format")
     p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="default: policy findings are info, only errors fail; strict: policy is a "
+        "warning and warnings fail; mixin: no policy findings (default: default)",
+    )
+    p.add_argument(
         "--fail-on",
         choices=[s.label for s in Severity],
-        help="lowest severity that makes the exit code 1 (default: warning)",
+        help="lowest severity that makes the exit code 1 (default: error; strict: warning)",
+    )
+    p.add_argument(
+        "--prometheus-version",
+        metavar="X.Y",
+        help="reject PromQL newer than this Prometheus (default: 2.42, what the project tests)",
+    )
+    p.add_argument(
+        "--enable-feature",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Prometheus --enable-feature flag the server runs with (repeatable, or a,b)",
+    )
+    p.add_argument(
+        "--thanos",
+        action="store_true",
+        help="the files are Thanos Ruler rules (accept partial_response_strategy)",
     )
     p.add_argument("--prometheus", metavar="URL", help="also check against a live Prometheus")
     p.add_argument("--lookback", type=_duration, help="live mode: how far back series count")
@@ -47,6 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-checks", action="store_true", help="list the checks and exit")
     p.add_argument("--explain", metavar="CHECK", help="print why a check exists, with examples")
     return p
+
+
+def _config_sets_fail_on(args: argparse.Namespace) -> bool:
+    return bool(args.fail_on)
+
+
+def summary_line(inputs: object, config: object, findings: list) -> str:
+    """`14 rules in 2 files, 9 alerts (3 treated as pages by {...}): 1 error, 4 info`."""
+    files = inputs.files  # type: ignore[attr-defined]
+    rules = sum(len(f.rules) for f in files)
+    alerts = [r for f in files for r in f.rules if r.is_alert]
+    pages = sum(1 for r in alerts if config.is_page(r.labels))  # type: ignore[attr-defined]
+    counts = []
+    for sev in reversed(Severity):
+        n = sum(f.severity == sev for f in findings)
+        if n:
+            policy = sum(f.severity == sev and f.policy for f in findings)
+            counts.append(f"{n} {sev.label}" + (f" ({policy} policy)" if policy else ""))
+    paging = config.paging_text()  # type: ignore[attr-defined]
+    head = f"{rules} rules in {len(files)} files"
+    if alerts:
+        head += f", {len(alerts)} alerts ({pages} treated as pages by {paging})"
+    return f"{head}: {', '.join(counts) or 'no problems'}"
 
 
 def main(
@@ -107,8 +154,20 @@ def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int
     except ConfigError as exc:
         stderr.write(f"enricher lint: {exc}\n")
         return 2
+    try:
+        if args.profile:
+            config.apply_profile(args.profile, explicit_fail_on=_config_sets_fail_on(args))
+        if args.prometheus_version:
+            config.prometheus_version = parse_version(args.prometheus_version)
+    except (ConfigError, ValueError) as exc:
+        stderr.write(f"enricher lint: {exc}\n")
+        return 2
     if args.fail_on:
         config.fail_on = Severity.parse(args.fail_on)
+    features = {f.strip() for arg in args.enable_feature for f in arg.split(",") if f.strip()}
+    config.enable_features = config.enable_features | features
+    if args.thanos:
+        config.thanos = True
     if args.scrape_interval is not None:
         config.scrape_interval = args.scrape_interval
     if args.lookback is not None:
@@ -147,13 +206,7 @@ def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int
     else:
         write(findings, stdout)
     if args.format == "text":
-        rules = sum(len(f.rules) for f in inputs.files)
-        counts = ", ".join(
-            f"{n} {s.label}"
-            for s in reversed(Severity)
-            if (n := sum(f.severity == s for f in findings))
-        )
-        stderr.write(f"{rules} rules in {len(inputs.files)} files: {counts or 'no problems'}\n")
+        stderr.write(summary_line(inputs, config, findings) + "\n")
     if inputs.unreadable:
         return 2
     return 1 if any(f.severity >= config.fail_on for f in findings) else 0

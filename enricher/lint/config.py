@@ -1,8 +1,14 @@
 """`.enricher-lint.yaml`: which checks run, how they are tuned, and what fails the run.
 
 ```yaml
-fail_on: warning              # info | warning | error
-page_severities: [critical, page]
+profile: default              # default | strict | mixin (see below)
+fail_on: error                # info | warning | error; default: error, i.e. bugs only
+paging:                       # an alert is a page when any entry matches its labels
+  - 'severity=~"critical|page"'
+  - 'pager="pagerduty", severity=~"s1|s2"'   # one entry = all of its matchers
+prometheus_version: "2.42"    # syntax and functions newer than this are errors
+enable_features: []           # Prometheus --enable-feature flags the server runs with
+thanos: false                 # accept Thanos rule fields (partial_response_strategy)
 scrape_interval: 30s          # the promql check wants rate() ranges of at least 2x this
 disable: [symptom]            # these checks never run
 enable: []                    # when set, only these checks run
@@ -17,6 +23,13 @@ checks:
     severity: info            # any check: override the severity of all its findings
 ```
 
+Profiles decide what house policy (owner labels, runbook and dashboard annotations, `for`
+opinions: findings with `policy` set) costs: `default` reports it as info and fails only on
+errors (the rule is wrong); `strict` raises it to warning and fails on warnings; `mixin` drops it
+(a mixin's consumers add their own team labels and runbooks) and fails on errors.
+`page_severities: [critical, page]` (older files) is read as
+`paging: ['severity=~"critical|page"']`.
+
 Validated by hand (not pydantic) so `enricher lint` starts quickly; every mistake is a usage
 error (exit 2) naming the key.
 """
@@ -24,6 +37,8 @@ error (exit 2) naming the key.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,18 +49,97 @@ from enricher.lint.model import Severity
 
 DEFAULT_FILE = ".enricher-lint.yaml"
 _TOP = frozenset(
-    ("fail_on", "page_severities", "scrape_interval", "disable", "enable", "checks", "lookback")
+    (
+        "profile",
+        "fail_on",
+        "paging",
+        "page_severities",
+        "prometheus_version",
+        "enable_features",
+        "thanos",
+        "scrape_interval",
+        "disable",
+        "enable",
+        "checks",
+        "lookback",
+    )
 )
+PROFILES = ("default", "strict", "mixin")
+DEFAULT_PAGING = ('severity=~"critical|page"',)
+# The Prometheus the project tests against (Debian's 2.42); `--prometheus-version` moves it.
+DEFAULT_PROMETHEUS_VERSION = (2, 42)
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPED = {"n": "\n", "t": "\t"}
+_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|$)')
 
 
 class ConfigError(ValueError):
     """The configuration file is wrong; the message names the key."""
 
 
+@dataclass(frozen=True, slots=True)
+class LabelMatcher:
+    name: str
+    op: str
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        got = labels.get(self.name, "")
+        if self.op == "=":
+            return got == self.value
+        if self.op == "!=":
+            return got != self.value
+        hit = self.pattern is not None and self.pattern.fullmatch(got) is not None
+        return hit if self.op == "=~" else not hit
+
+    def text(self) -> str:
+        return f'{self.name}{self.op}"{self.value}"'
+
+
+def parse_matchers(text: str) -> tuple[LabelMatcher, ...]:
+    """`severity=~"critical|page", pager="pagerduty"` (braces optional) as matchers."""
+    body = text.strip()
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    out: list[LabelMatcher] = []
+    pos = 0
+    while pos < len(body):
+        m = _MATCHER.match(body, pos)
+        if m is None:
+            raise ValueError(
+                f"cannot read {body[pos:].strip()!r}: write label matchers like "
+                'severity=~"critical|page", pager="pagerduty"'
+            )
+        name, op, raw = m.group(1), m.group(2), m.group(3)
+        value = _ESCAPE.sub(lambda e: _UNESCAPED.get(e.group(1), e.group(1)), raw)
+        pattern = None
+        if op in ("=~", "!~"):
+            try:
+                pattern = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{name}{op}: bad regular expression: {exc}") from None
+        out.append(LabelMatcher(name, op, value, pattern))
+        pos = m.end()
+    if not out:
+        raise ValueError("an empty entry matches every alert; give at least one matcher")
+    return tuple(out)
+
+
+def _paging(entries: list[str]) -> tuple[tuple[LabelMatcher, ...], ...]:
+    return tuple(parse_matchers(e) for e in entries)
+
+
 @dataclass(slots=True)
 class Config:
-    fail_on: Severity = Severity.WARNING
-    page_severities: frozenset[str] = frozenset(("critical", "page"))
+    profile: str = "default"
+    fail_on: Severity = Severity.ERROR
+    paging: tuple[tuple[LabelMatcher, ...], ...] = field(
+        default_factory=lambda: _paging(list(DEFAULT_PAGING))
+    )
+    prometheus_version: tuple[int, int] = DEFAULT_PROMETHEUS_VERSION
+    enable_features: frozenset[str] = frozenset()
+    thanos: bool = False
     scrape_interval: float = 15.0
     lookback: float = 2 * 3600.0  # live mode: how far back a series must have existed
     disable: frozenset[str] = frozenset()
@@ -63,8 +157,36 @@ class Config:
             return False
         return not self.enable or check in self.enable
 
+    def is_page(self, labels: Mapping[str, str]) -> bool:
+        """Whether an alert with these static labels pages someone (`paging:`)."""
+        return any(all(m.matches(labels) for m in entry) for entry in self.paging)
 
-def load_config(path: str | None, known_checks: dict[str, frozenset[str]]) -> Config:
+    def paging_text(self) -> str:
+        return " or ".join("{" + ", ".join(m.text() for m in e) + "}" for e in self.paging)
+
+    def policy_severity(self) -> Severity | None:
+        """What a policy finding becomes under the profile; None drops it."""
+        if self.profile == "mixin":
+            return None
+        return Severity.WARNING if self.profile == "strict" else Severity.INFO
+
+    def apply_profile(self, profile: str, explicit_fail_on: bool = False) -> None:
+        if profile not in PROFILES:
+            known = ", ".join(PROFILES)
+            raise ConfigError(f"unknown profile {profile!r} (expected one of {known})")
+        self.profile = profile
+        if not explicit_fail_on:
+            self.fail_on = Severity.WARNING if profile == "strict" else Severity.ERROR
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", str(text).strip())
+    if m is None:
+        raise ValueError(f"Prometheus version {text!r} is not X.Y (for example 2.42 or 3.1)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def load_config(path: str | None, known_checks: Mapping[str, Any]) -> Config:
     """Read `path`, or `.enricher-lint.yaml` in the working directory if it exists."""
     if path is None:
         if not os.path.exists(DEFAULT_FILE):
@@ -89,8 +211,35 @@ def _names(value: Any, key: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def parse_config(data: Any, known_checks: dict[str, frozenset[str]]) -> Config:
-    """Build a Config from parsed YAML; `known_checks` maps check id to its option names."""
+def _check_option_types(check: str, options: dict[str, Any], defaults: Any) -> None:
+    """An option whose default is a list must be given a list (a string would be read per
+    character: `required: severity` would ask for labels `s`, `e`, `v`...)."""
+    if not isinstance(defaults, Mapping):
+        return
+    for key, value in options.items():
+        if key not in defaults:
+            continue
+        default = defaults[key]
+        where = f"`checks.{check}.{key}`"
+        if isinstance(default, list | tuple | frozenset | set):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                got = type(value).__name__
+                raise ConfigError(
+                    f"{where} must be a list of strings, got {got} {value!r}"
+                    + (f"; write [{value}]" if isinstance(value, str) else "")
+                )
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, int | float) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+
+
+def parse_config(data: Any, known_checks: Mapping[str, Any]) -> Config:
+    """Build a Config from parsed YAML; `known_checks` maps check id to its option defaults
+    (or just their names)."""
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping")
     unknown = set(data) - _TOP
@@ -98,15 +247,40 @@ def parse_config(data: Any, known_checks: dict[str, frozenset[str]]) -> Config:
         raise ConfigError(f"unknown key(s): {', '.join(sorted(map(str, unknown)))}")
     cfg = Config()
     try:
+        if "profile" in data:
+            cfg.apply_profile(str(data["profile"]))
         if "fail_on" in data:
             cfg.fail_on = Severity.parse(str(data["fail_on"]))
         for key in ("scrape_interval", "lookback"):
             if key in data:
                 setattr(cfg, key, parse_duration(str(data[key])))
+        if "prometheus_version" in data:
+            cfg.prometheus_version = parse_version(str(data["prometheus_version"]))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if "enable_features" in data:
+        cfg.enable_features = _names(data["enable_features"], "enable_features")
+    if "thanos" in data:
+        if not isinstance(data["thanos"], bool):
+            raise ConfigError(f"`thanos` must be true or false, got {data['thanos']!r}")
+        cfg.thanos = data["thanos"]
+    entries: list[str] = []
+    if "paging" in data:
+        _names(data["paging"], "paging")
+        entries += data["paging"]
     if "page_severities" in data:
-        cfg.page_severities = _names(data["page_severities"], "page_severities")
+        names = sorted(_names(data["page_severities"], "page_severities"))
+        if names:
+            alternatives = "|".join(re.escape(n).replace("\\", "\\\\") for n in names)
+            entries.append(f'severity=~"{alternatives}"')
+    if "paging" in data or "page_severities" in data:
+        paging = []
+        for i, entry in enumerate(entries):
+            try:
+                paging.append(parse_matchers(entry))
+            except ValueError as exc:
+                raise ConfigError(f"`paging[{i}]` {entry!r}: {exc}") from None
+        cfg.paging = tuple(paging)
     for key in ("disable", "enable"):
         if key in data:
             ids = _names(data[key], key)
@@ -123,9 +297,10 @@ def parse_config(data: Any, known_checks: dict[str, frozenset[str]]) -> Config:
         options = options or {}
         if not isinstance(options, dict):
             raise ConfigError(f"`checks.{check}` must be a mapping")
-        bad = set(options) - known_checks[check] - {"severity", "enabled"}
+        bad = set(options) - set(known_checks[check]) - {"severity", "enabled"}
         if bad:
             raise ConfigError(f"`checks.{check}`: unknown option(s) {', '.join(sorted(bad))}")
+        _check_option_types(check, options, known_checks[check])
         if "severity" in options:
             try:
                 options = {**options, "severity": Severity.parse(str(options["severity"]))}

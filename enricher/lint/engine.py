@@ -53,15 +53,45 @@ def lint(inputs: Inputs, config: Config, prometheus: Any = None) -> list[Finding
                     found = [_internal_error(module, rule, exc)]
                 if found:
                     findings.extend(found)
+    for module in checks:
+        check_all = getattr(module, "check_all", None)
+        if check_all is not None and inputs.files:
+            try:
+                findings.extend(
+                    f
+                    for f in check_all(inputs.files, ctx)
+                    if module.ID not in _disabled_for(inputs.files, f.path)
+                )
+            except Exception as exc:
+                findings.append(_internal_error(module, inputs.files[0], exc))
+    findings = apply_severities(findings, config, checks)
+    findings.sort(key=Finding.sort_key)
+    return findings
+
+
+def apply_severities(
+    findings: list[Finding], config: Config, checks: list[ModuleType]
+) -> list[Finding]:
+    """The profile's price for policy findings, then `checks.<id>.severity` overrides."""
+    policy = config.policy_severity()
     overrides = {
         m.ID: config.options(m.ID)["severity"] for m in checks if "severity" in config.options(m.ID)
     }
-    if overrides:
-        findings = [
-            replace(f, severity=overrides[f.check]) if f.check in overrides else f for f in findings
-        ]
-    findings.sort(key=Finding.sort_key)
-    return findings
+    out = []
+    for f in findings:
+        if f.policy:
+            if policy is None:
+                continue
+            if f.severity != policy:
+                f = replace(f, severity=policy)
+        if f.check in overrides:
+            f = replace(f, severity=overrides[f.check])
+        out.append(f)
+    return out
+
+
+def _disabled_for(files: list[RuleFile], path: str) -> frozenset[str]:
+    return next((rf.disabled for rf in files if rf.path == path), frozenset())
 
 
 def _internal_error(module: ModuleType, target: Rule | RuleFile, exc: Exception) -> Finding:

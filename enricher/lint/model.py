@@ -13,7 +13,14 @@ from enricher.lint.promql import Query
 
 
 class Severity(IntEnum):
-    """How bad a finding is; `--fail-on` compares against these."""
+    """How bad a finding is; `--fail-on` compares against these.
+
+    The model every check follows: ERROR means the rule is wrong (Prometheus rejects it, or it
+    can never fire, or fires for the wrong thing, or renders an empty label); WARNING means it
+    is very likely wrong or fragile; INFO is advice and house policy. Policy findings (missing
+    team/runbook, `for` opinions) also carry `Finding.policy`, so a profile can raise, lower or
+    drop them as a group.
+    """
 
     INFO = 0
     WARNING = 1
@@ -44,6 +51,7 @@ class Finding:
     hint: str = ""
     rule: str = ""
     column: int = 1
+    policy: bool = False  # house style (labels, annotations, `for` opinions), not a bug
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.path, self.line, -int(self.severity), self.check, self.message)
@@ -97,8 +105,11 @@ class Rule:
         message: str,
         hint: str = "",
         line: int | None = None,
+        policy: bool = False,
     ) -> Finding:
-        return Finding(self.path, line or self.line, check, severity, message, hint, self.name)
+        return Finding(
+            self.path, line or self.line, check, severity, message, hint, self.name, policy=policy
+        )
 
 
 @dataclass(slots=True, eq=False)

@@ -33,7 +33,7 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_bundled_rules_lint_clean() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "enricher", "lint", "rules/"],
+        [sys.executable, "-m", "enricher", "lint", "--profile", "strict", "rules/"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -70,11 +70,19 @@ def test_golden_report_covers_every_offline_check() -> None:
 
 
 def test_exit_code_is_0_when_nothing_reaches_fail_on() -> None:
-    ticket = rule(for_="1m", labels={"severity": "warning", "team": "p", "service": "checkout"})
-    code, out, _ = lint("-", stdin=rules_yaml(ticket))
-    assert code == 1 and "warning for:" in out
-    code, _, _ = lint("--fail-on", "error", "-", stdin=rules_yaml(ticket))
-    assert code == 0
+    # Only house policy is wrong here (no runbook or dashboard on a page): info by default.
+    page = rule(annotations={"summary": "checkout 5xx"})
+    code, out, err = lint("-", stdin=rules_yaml(page))
+    assert code == 0 and "info annotations: alert has no `runbook_url`" in out
+    assert "1 info (1 policy)" in err
+    assert lint("--fail-on", "info", "-", stdin=rules_yaml(page))[0] == 1
+    assert lint("--profile", "strict", "-", stdin=rules_yaml(page))[0] == 1
+    code, out, _ = lint("--profile", "mixin", "-", stdin=rules_yaml(page))
+    assert code == 0 and out == ""
+    # A bug fails the default run: the service label contradicts the query.
+    wrong = rule(labels={"severity": "critical", "team": "payments", "service": "cart"})
+    code, out, _ = lint("-", stdin=rules_yaml(wrong))
+    assert code == 1 and "error labels: label service=cart disagrees" in out
 
 
 def test_exit_code_is_2_for_usage_errors() -> None:
@@ -111,7 +119,7 @@ def test_config_file_with_an_unknown_key_is_a_usage_error(tmp_path: Path) -> Non
 def test_default_config_file_is_read_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".enricher-lint.yaml").write_text("enable: [duplicates]\n")
+    (tmp_path / ".enricher-lint.yaml").write_text("enable: [duplicates]\nfail_on: warning\n")
     monkeypatch.chdir(tmp_path)
     code, out, _ = lint(str(REPO / BAD))
     assert code == 1
@@ -126,7 +134,16 @@ def test_json_output_lists_findings_and_counts() -> None:
     assert code == 1
     assert doc["counts"]["error"] == sum(f["severity"] == "error" for f in doc["findings"])
     first = doc["findings"][0]
-    assert set(first) == {"path", "line", "severity", "check", "rule", "message", "hint"}
+    assert set(first) == {
+        "path",
+        "line",
+        "severity",
+        "check",
+        "rule",
+        "message",
+        "hint",
+        "policy",
+    }
     assert first["path"] == BAD
 
 
@@ -161,7 +178,7 @@ def test_sarif_output_without_findings_is_valid_too() -> None:
 def test_github_output_is_workflow_annotations() -> None:
     _, out, _ = lint(BAD, "--format", "github")
     first = out.splitlines()[0]
-    assert first.startswith(f"::warning file={BAD},line=12,title=enricher-lint annotations::")
+    assert first.startswith(f"::notice file={BAD},line=12,title=enricher-lint annotations::")
     assert all(
         line.startswith(("::error ", "::warning ", "::notice ")) for line in out.splitlines()
     )
@@ -181,16 +198,10 @@ def test_explain_prints_the_reason_and_examples() -> None:
 
 
 def test_list_checks_names_every_check() -> None:
+    from enricher.lint.checks import load_checks
+
     code, out, _ = lint("--list-checks")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == [
-        "syntax",
-        "labels",
-        "annotations",
-        "symptom",
-        "exemplars",
-        "promql",
-        "for",
-        "duplicates",
-        "live",
-    ]
+    listed = [line.split()[0] for line in out.splitlines()]
+    assert listed == [m.ID for m in load_checks()]
+    assert {"syntax", "labels", "annotations", "symptom", "promql", "paging", "live"} <= set(listed)

@@ -6,7 +6,8 @@ A check module defines:
 - `SEVERITY`: the default severity of its findings;
 - `OPTIONS`: its configurable options with their defaults (`checks.<ID>` in the config file);
 - `NEEDS_PROMETHEUS`: True when it only runs with `--prometheus`;
-- `check(rule, ctx) -> list[Finding]`, and optionally `check_file(file, ctx)`;
+- `check(rule, ctx) -> list[Finding]`, and optionally `check_file(file, ctx)` and
+  `check_all(files, ctx)` (once per run, for findings about the whole set of files);
 - a docstring giving the reason, a bad and a good example.
 
 Checks share nothing but `Context`: the configuration, every rule that was read, and the
@@ -33,6 +34,7 @@ MODULES = (
     "promql",
     "for_",
     "duplicates",
+    "paging",
     "live",
 )
 
@@ -42,8 +44,9 @@ def load_checks() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in MODULES]
 
 
-def option_names() -> dict[str, frozenset[str]]:
-    return {m.ID: frozenset(m.OPTIONS) for m in load_checks()}
+def option_names() -> dict[str, dict[str, Any]]:
+    """Each check's options with their defaults (the config file is type-checked against them)."""
+    return {m.ID: dict(m.OPTIONS) for m in load_checks()}
 
 
 @dataclass(slots=True)
@@ -73,6 +76,7 @@ class Context:
     records: dict[str, list[Rule]] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # per-check memo (e.g. duplicates index)
     _expanded: dict[int, Expanded] = field(default_factory=dict)
+    _page: dict[int, bool] = field(default_factory=dict)
     _pinned: dict[int, dict[str, str]] = field(default_factory=dict)
     _pin_index: dict[tuple[str, str], dict[str | None, list[Rule]]] = field(default_factory=dict)
 
@@ -82,7 +86,11 @@ class Context:
                 self.records.setdefault(rule.name, []).append(rule)
 
     def is_page(self, rule: Rule) -> bool:
-        return rule.labels.get("severity", "") in self.config.page_severities
+        """Whether the alert pages someone: its static labels match `paging:` in the config."""
+        page = self._page.get(id(rule))
+        if page is None:
+            page = self._page[id(rule)] = rule.is_alert and self.config.is_page(rule.labels)
+        return page
 
     def recorded(self, name: str | None) -> list[Rule]:
         """Recording rules in the linted files that record `name`."""

@@ -1,5 +1,8 @@
 """annotations: the page tells the on-call engineer what broke and where to start.
 
+Policy: missing annotations, index-page runbooks and unscoped dashboards are house policy
+(info by default); a template label that renders empty is a bug (error).
+
 Why: the first minutes of an incident go to finding the runbook and the right dashboard. An
 alert needs a `summary`; a page also needs a `runbook_url` that is a real URL specific to this
 alert (not a wiki's front page) and a `dashboard_url` scoped to the service (it names the
@@ -93,6 +96,7 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
                 f"alert has no {names} annotation" + ("s" if len(missing) > 1 else ""),
                 "a page should say what is wrong and link the runbook and the service's dashboard",
                 rule.keys.get("annotations"),
+                policy=True,
             )
         )
     runbook = rule.annotations.get("runbook_url", "").strip()
@@ -153,6 +157,7 @@ def _runbook(rule: Rule, text: str) -> list[Finding]:
             f"runbook_url {why} ({text}), not a runbook for {rule.name}",
             "link the page that says what to check and do for this alert",
             rule.annotation_lines.get("runbook_url"),
+            policy=True,
         )
     ]
 
@@ -176,6 +181,7 @@ def _dashboard(rule: Rule, text: str) -> list[Finding]:
             "scope it to the service, e.g. ?var-service={{ $labels.service }}, "
             "so the first click shows the right graphs",
             rule.annotation_lines.get("dashboard_url"),
+            policy=True,
         )
     ]
 

@@ -1,5 +1,9 @@
 """labels: every alert says how bad it is, who owns it and which service it is about.
 
+Policy: the missing-label and allowed-severity findings are house policy (info by default,
+warning under `--profile strict`, dropped under `--profile mixin`); a `service` label that
+contradicts the query is a bug (error).
+
 Why: routing, paging and the enricher itself key on `severity`, `team` and `service`. An alert
 without them lands in a catch-all receiver or pages the wrong team; a `service` label that names
 a different service than the query selects sends the on-call engineer to the wrong dashboards,
@@ -63,6 +67,7 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
                 f"alert has no {names} label" + ("s" if len(missing) > 1 else ""),
                 "add them under `labels:` so Alertmanager routes the page to its owner",
                 rule.keys.get("labels"),
+                policy=True,
             )
         )
     severity = rule.labels.get("severity")
@@ -74,6 +79,7 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
                 f"severity `{severity}` is not one of {', '.join(allowed)}",
                 "routing trees match exact severity values; an unknown one is never paged",
                 rule.label_lines.get("severity"),
+                policy=True,
             )
         )
     out.extend(_service_agrees(rule))

@@ -19,6 +19,7 @@ def write(findings: list[Finding], out: TextIO) -> None:
                 "rule": f.rule,
                 "message": f.message,
                 "hint": f.hint,
+                "policy": f.policy,
             }
             for f in findings
         ],
