@@ -81,3 +81,55 @@ def test_burn_rate_from_raw_rates_is_recognised() -> None:
     )
     expr = f"({ratio.format(w='1h')} > (14.4 * 0.001) and {ratio.format(w='5m')} > (14.4 * 0.001))"
     assert for_check(rule(expr=expr, for_="2m")) == []
+
+
+# Shapes from real collections that the study found reported wrongly.
+TICKET = {"severity": "warning", "team": "t", "service": "checkout"}
+
+
+def test_event_counters_are_not_told_to_wait() -> None:
+    for expr in (
+        "increase(kube_pod_container_status_restarts_total[1d]) > 0",
+        "sum by (job) (increase(backup_failures_total[15m])) >= 1",
+        "changes(process_start_time_seconds[1h]) > 2",
+        "resets(node_boot_count_total[30m]) > 0",
+    ):
+        assert for_check(rule(expr=expr, for_=None)) == [], expr
+        assert for_check(rule(expr=expr, for_="1m", labels=TICKET)) == [], expr
+
+
+def test_hour_long_look_back_windows_are_not_compared_with_for() -> None:
+    expr = (
+        'sum(rate(http_requests_total{code=~"5.."}[1h]))'
+        " / sum(rate(http_requests_total[1h])) > 0.01"
+    )
+    assert for_check(rule(expr=expr, for_="5m")) == []
+
+
+def test_conditions_that_already_average_need_no_for() -> None:
+    for expr in (
+        'avg_over_time(probe_success{job="blackbox"}[1h]) < 0.75',
+        "min_over_time(up[10m]) == 0",
+        'sum(rate(http_requests_total{status=~"5.."}[30m])) > 10',
+    ):
+        assert for_check(rule(expr=expr, for_=None)) == [], expr
+
+
+def test_for_findings_are_policy_info() -> None:
+    (found,) = for_check(rule(for_=None))
+    assert found.severity == Severity.INFO and found.policy
+
+
+def test_thresholds_joined_by_and_are_not_burn_rate_alerts() -> None:
+    expr = (
+        "min_over_time(kafka_consumergroup_lag[1h]) > 1000 "
+        "and delta(kafka_consumergroup_lag[10m]) > 0"
+    )
+    assert for_check(rule(expr=expr, for_="10m")) == []
+
+
+def test_a_wrong_burn_rate_alert_gets_each_message_once() -> None:
+    expr = " or ".join(burn(w, w2, 14.4, "or") for w, w2 in (("1h", "5m"), ("6h", "30m")))
+    found = for_check(rule(expr=expr, for_="2m"))
+    messages = [f.message for f in found]
+    assert messages and len(messages) == len(set(messages))

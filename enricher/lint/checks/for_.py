@@ -5,7 +5,15 @@ someone. A `for` shorter than the `rate()` window adds little: the window alread
 long, so a blip still pages. Multi-window multi-burn-rate alerts (SRE workbook, chapter 5) are
 the exception: the short window is the guard, and their shape is checked instead. Each pair
 compares a long and a short window (about 12:1: 1h/5m, 6h/30m, 1d/2h, 3d/6h) against the same
-burn-rate factor (14.4, 6, 3, 1) joined by `and`; pairs are joined by `or`.
+burn-rate factor (14.4, 6, 3, 1) joined by `and`; pairs are joined by `or`. Only real
+burn-rate alerts are judged so: every term compares an error ratio (a division, or a recorded
+ratio or burn rate) with a factor times the budget; other `and`-ed thresholds are left alone.
+
+Not reported: event alerts (`increase(x[1d]) > 0`, `changes()`, `resets()`), where any `for`
+would stop them firing; conditions that already look back (`avg_over_time(probe_success[1h])`,
+a rate window of 15m or more) need no `for`; windows of an hour or more are look-backs, not
+smoothing, and are not compared with `for`. The `for` findings are house policy (info); the
+burn-rate shape findings are warnings: such an alert pages on the wrong thing.
 
 (The module is `for_.py` because `for` is a Python keyword.)
 
@@ -39,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from enricher.lint.durations import format_duration, parse_duration
 from enricher.lint.model import Finding, Rule, Severity
-from enricher.lint.promql import Bin, Node, Num, Sel, walk
+from enricher.lint.promql import Agg, Bin, Call, Node, Num, Sel, walk
 
 if TYPE_CHECKING:
     from enricher.lint.checks import Context
@@ -52,6 +60,7 @@ NEEDS_PROMETHEUS = False
 # SRE workbook, table 5-8: burn-rate factor -> long window (the short one is 1/12 of it).
 WORKBOOK = {14.4: 3600.0, 6.0: 6 * 3600.0, 3.0: 86400.0, 1.0: 3 * 86400.0}
 _NAME_WINDOW = re.compile(r"(\d+[smhdwy])$")
+_RATIO_NAME = re.compile(r"ratio|burn|error|sli|availability")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,32 @@ class Term:
 
     window: float
     factor: float | None
+    ratio: bool = False  # an error ratio: a division, or a recorded ratio/burn rate
+    burn: bool = False  # a recorded burn rate (the factor is already divided out)
+
+
+# Conditions that already look over time: one evaluation of them is not a blip.
+_OVER_TIME = frozenset(
+    (
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "quantile_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "present_over_time",
+        "last_over_time",
+        "mad_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "holt_winters",
+        "predict_linear",
+    )
+)
+# Event alerts: any `for` would stop them firing (the event is over by the next evaluation).
+_EVENTS = frozenset(("changes", "resets"))
+_SMOOTHED = 15 * 60.0  # a rate() window this long is already a sustained condition
+_LONG_WINDOW = 3600.0  # windows of an hour or more are look-backs, not smoothing
 
 
 def check(rule: Rule, ctx: Context) -> list[Finding]:
@@ -68,32 +103,75 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
     issues = burn_rate_issues(rule.query.root)
     if issues is not None:
         return [rule.finding(ID, sev, msg, hint, rule.expr_line) for sev, msg, hint in issues]
-    if "absent" in rule.query.functions():
+    functions = rule.query.functions()
+    if "absent" in functions or "absent_over_time" in functions:
         return []  # the promql check reports absent() without for
+    if functions & _EVENTS or _is_event(rule.query.root):
+        return []
     line = rule.keys.get("for")
+    ranges = _rate_ranges(rule.query.root)
     if ctx.is_page(rule) and not rule.for_seconds:
+        if functions & _OVER_TIME or (ranges and min(ranges) >= _SMOOTHED):
+            return []
+        if not _compares(rule.query.root):
+            return []  # `vector(1)` watchdogs and the like; promql reports a missing comparison
         return [
             rule.finding(
                 ID,
-                SEVERITY,
+                Severity.INFO,
                 "page alert without `for`: a single bad evaluation wakes someone up",
                 "add for: (e.g. 5m) so the condition has to hold before it pages",
                 line,
+                policy=True,
             )
         ]
-    ranges = rule.query.counter_ranges()
-    if rule.for_seconds and ranges and rule.for_seconds < min(ranges):
+    short = [r for r in ranges if r < _LONG_WINDOW]
+    if rule.for_seconds and short and rule.for_seconds < min(short):
         return [
             rule.finding(
                 ID,
-                SEVERITY,
+                Severity.INFO,
                 f"for: {format_duration(rule.for_seconds)} is shorter than the rate window "
-                f"[{format_duration(min(ranges))}]",
+                f"[{format_duration(min(short))}]",
                 "make for at least as long as the window, or shorten the window",
                 line,
+                policy=True,
             )
         ]
     return []
+
+
+def _rate_ranges(root: Node) -> list[float]:
+    """Windows of the rate()/irate()/increase() calls that feed a threshold."""
+    out = []
+    for n in walk(root):
+        if isinstance(n, Call) and n.func in ("rate", "irate", "increase") and n.args:
+            arg = n.args[0]
+            if isinstance(arg, Sel) and arg.range is not None:
+                out.append(arg.range)
+    return out
+
+
+def _compares(root: Node) -> bool:
+    return any(
+        isinstance(n, Bin) and n.op in (">", "<", ">=", "<=", "==", "!=") and not n.return_bool
+        for n in walk(root)
+    )
+
+
+def _is_event(root: Node) -> bool:
+    """`increase(x[1d]) > 0`, `increase(x[15m]) >= 1`: something happened, not a level."""
+    for n in walk(root):
+        if not (isinstance(n, Bin) and n.op in (">", ">=") and isinstance(n.rhs, Num)):
+            continue
+        if n.rhs.value > 1:
+            continue
+        lhs = n.lhs
+        while isinstance(lhs, Agg):
+            lhs = lhs.expr
+        if isinstance(lhs, Call) and lhs.func in ("increase", "changes", "resets", "delta"):
+            return True
+    return False
 
 
 def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
@@ -108,6 +186,10 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
         return None
     terms: list[Term] = [t for g in groups for t in g]  # type: ignore[misc]
     if len({t.window for t in terms}) < 2:
+        return None
+    # Only real burn-rate alerts: every term compares an error ratio against a factor
+    # times the budget (`> 14.4 * 0.001`), or reads a recorded burn rate.
+    if not all(t.ratio and (t.factor is not None or t.burn) for t in terms):
         return None
     issues: list[tuple[Severity, str, str]] = []
     singles: list[Term] = []
@@ -163,7 +245,7 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
                 "join the two windows of a pair with `and`, and the pairs with `or`",
             )
         )
-    return issues
+    return list(dict.fromkeys(issues))  # one message per problem, however many pairs
 
 
 def _tree(node: Node) -> Term | tuple | None:
@@ -174,8 +256,11 @@ def _tree(node: Node) -> Term | tuple | None:
         return (node.op, left, right)
     if isinstance(node, Bin) and node.op in (">", ">=") and not node.return_bool:
         windows = set()
+        names = []
+        divides = any(isinstance(n, Bin) and n.op == "/" for n in walk(node.lhs))
         for n in walk(node.lhs):
             if isinstance(n, Sel):
+                names.append((n.name or "").lower())
                 if n.range is not None:
                     windows.add(n.range)
                 elif n.name and ":" in n.name and (m := _NAME_WINDOW.search(n.name)):
@@ -185,7 +270,9 @@ def _tree(node: Node) -> Term | tuple | None:
                         return None
         if len(windows) != 1:
             return None
-        return Term(windows.pop(), _factor(node.rhs))
+        burn = any("burn" in name for name in names)
+        ratio = divides or any(_RATIO_NAME.search(name) for name in names if ":" in name)
+        return Term(windows.pop(), _factor(node.rhs), ratio, burn)
     return None
 
 
