@@ -90,3 +90,23 @@ def test_ticket_alerts_are_skipped_unless_configured() -> None:
     assert exemplars(ticket) == []
     cfg = Config(checks={"exemplars": {"only_pages": False}})
     assert len(exemplars(ticket, config=cfg)) == 1
+
+
+def test_error_ratio_over_a_histograms_count_is_not_a_latency_average() -> None:
+    expr = (
+        'sum by (service) (rate(http_request_duration_seconds_count{service="checkout",'
+        'code=~"5.."}[5m]))\n/\nsum by (service) (rate(http_request_duration_seconds_count'
+        '{service="checkout"}[5m])) > 0.05'
+    )
+    assert of(run_rules(rule(expr=expr)), "exemplars") == []
+    traffic = 'sum(rate(grpc_server_handling_seconds_count{grpc_service="cart"}[10m])) < 1'
+    assert of(run_rules(rule(expr=traffic)), "exemplars") == []
+
+
+def test_sum_over_count_of_one_histogram_is_still_a_latency_average() -> None:
+    expr = (
+        "sum(rate(http_request_duration_seconds_sum[5m]))\n/\n"
+        "sum(rate(http_request_duration_seconds_count[5m])) > 0.5"
+    )
+    (found,) = of(run_rules(rule(expr=expr)), "exemplars")
+    assert "averages" in found.message

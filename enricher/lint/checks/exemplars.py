@@ -4,7 +4,9 @@ Why: exemplars are the bridge from an aggregate to one request: a sampled observ
 `trace_id` of the request that produced it. Prometheus stores them on histogram `_bucket` series
 (and native histograms) and on `_total` counters. A latency alert built on a summary's
 `quantile` series or on a latency gauge has no exemplars, so the enricher cannot follow the page
-to a trace, its logs and the suspect deploy. An average from `_sum / _count` loses them too.
+to a trace, its logs and the suspect deploy. An average from `_sum / _count` loses them too
+(info). A ratio over a histogram's `_count` alone (`_count{code=~"5.."} / _count`) is an error
+ratio, not a latency average, and is not reported.
 Recording rules in the linted files are followed back to the raw metric. By default only
 page-severity alerts are checked (`only_pages: false` checks every alert).
 
@@ -46,6 +48,13 @@ _RATE_FUNCS = frozenset(("rate", "irate", "increase", "resets", "changes"))
 _STATUS_LABELS = frozenset(("status", "code", "status_code", "response_code", "http_status"))
 
 
+def _averages(names: list[str]) -> bool:
+    """Both `x_sum` and `x_count` of one histogram or summary are read: `_sum / _count`."""
+    sums = {n[: -len("_sum")] for n in names if n.endswith("_sum")}
+    counts = {n[: -len("_count")] for n in names if n.endswith("_count")}
+    return bool(sums & counts)
+
+
 def check(rule: Rule, ctx: Context) -> list[Finding]:
     if not rule.is_alert:
         return []
@@ -81,6 +90,10 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
     latency = [n for n in names if _LATENCY.search(n)]
     if latency:
         if all(n.endswith(("_sum", "_count")) for n in latency):
+            if not _averages(latency):
+                # `_count` alone (often with a status filter) is a request or error rate of
+                # the histogram, not a latency: nothing to say.
+                return []
             return [
                 rule.finding(
                     ID,
