@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.lint.conftest import of, rule, rules_yaml, run
+from tests.lint.conftest import of, rule, rules_yaml, run, run_rules
 
 
 def test_same_alert_and_labels_twice_is_reported() -> None:
@@ -23,3 +23,27 @@ def test_recording_rule_recorded_from_several_selectors_is_fine() -> None:
     b = {"record": "job:up:sum", "expr": 'sum(up{job="b"})'}
     assert of(run(rules_yaml(a, b)), "duplicates") == []
     assert len(of(run(rules_yaml(a, dict(a))), "duplicates")) == 1
+
+
+def test_copies_that_pin_different_values_of_a_kept_label_are_not_duplicates() -> None:
+    copies = [
+        rule(
+            alert="ComponentDown",
+            expr=f'up{{job="kube-{c}", component="{c}"}} == 0',
+            labels={"severity": "critical", "team": "k8s", "service": "control-plane"},
+        )
+        for c in ("apiserver", "scheduler", "controller-manager")
+    ]
+    assert of(run_rules(*copies), "duplicates") == []
+
+
+def test_same_alert_selecting_the_same_series_twice_is_still_a_duplicate() -> None:
+    a = rule(expr='sum by (service) (rate(errors_total{service="checkout"}[5m])) > 1')
+    b = rule(expr='sum by (service) (rate(errors_total{service="checkout"}[5m])) > 2')
+    assert len(of(run_rules(a, b), "duplicates")) == 1
+
+
+def test_a_pinned_label_that_is_aggregated_away_does_not_tell_copies_apart() -> None:
+    a = rule(expr='sum(rate(errors_total{component="a"}[5m])) > 1')
+    b = rule(expr='sum(rate(errors_total{component="b"}[5m])) > 1')
+    assert len(of(run_rules(a, b), "duplicates")) == 1
