@@ -2,18 +2,27 @@
 
 Why: without `for`, one bad evaluation (a deploy's first seconds, a scrape hiccup) pages
 someone. A `for` shorter than the `rate()` window adds little: the window already smooths that
-long, so a blip still pages. Multi-window multi-burn-rate alerts (SRE workbook, chapter 5) are
-the exception: the short window is the guard, and their shape is checked instead. Each pair
-compares a long and a short window (about 12:1: 1h/5m, 6h/30m, 1d/2h, 3d/6h) against the same
-burn-rate factor (14.4, 6, 3, 1) joined by `and`; pairs are joined by `or`. Only real
-burn-rate alerts are judged so: every term compares an error ratio (a division, or a recorded
-ratio or burn rate) with a factor times the budget; other `and`-ed thresholds are left alone.
+long, so a blip still pages. Both are house policy (info). Not reported, because the advice
+would be wrong there: event alerts (`increase(x[1d]) > 0`, `increase(x[15m]) >= 1`,
+`rate(x[5m]) > 0`, `changes()`, `resets()`), where any `for` would stop them firing;
+`absent()` alerts (the promql check covers those); conditions that already look back
+(`avg_over_time`, `min_over_time`, `max_over_time`, `quantile_over_time`, ... or a
+`rate()`/`increase()` window of 10m or more: one evaluation of it already averages 40 scrapes
+at 15s, twice the usual `for: 5m`) need no `for`; windows of an hour or more are look-backs,
+not smoothing, and are never compared with `for`; `irate()` smooths nothing, so its window
+is not compared either.
 
-Not reported: event alerts (`increase(x[1d]) > 0`, `changes()`, `resets()`), where any `for`
-would stop them firing; conditions that already look back (`avg_over_time(probe_success[1h])`,
-a rate window of 15m or more) need no `for`; windows of an hour or more are look-backs, not
-smoothing, and are not compared with `for`. The `for` findings are house policy (info); the
-burn-rate shape findings are warnings: such an alert pages on the wrong thing.
+Multi-window multi-burn-rate alerts (SRE workbook chapter 5, sloth, pyrra) are the
+exception: the short window is the guard, and their shape is checked instead. A pair compares
+the same error ratio over a long and a short window (about 12:1: 1h/5m, 6h/30m, 1d/2h, 3d/6h)
+against the same burn-rate factor (14.4, 6, 3, 1) joined by `and`; pairs are joined by `or`.
+Only real burn-rate alerts are judged so: every term compares an error ratio (a ratio of
+`rate()`/`increase()`, or a recorded `*:burnrate*`, `*ratio_rate*`, `*error*ratio*`) with a
+factor times the budget; other `and`-ed thresholds (`min_over_time(x[1h]) > y and
+delta(x[10m]) > 0`) are left alone. Shape problems are warnings, each reported once per
+rule: windows of a pair joined by `or`, a long window with no short one, a pair far from
+12:1, the two sides of a pair with different factors, pairs joined by `and`, factors
+inverted (the longer window burning at the higher factor).
 
 (The module is `for_.py` because `for` is a Python keyword.)
 
@@ -60,7 +69,12 @@ NEEDS_PROMETHEUS = False
 # SRE workbook, table 5-8: burn-rate factor -> long window (the short one is 1/12 of it).
 WORKBOOK = {14.4: 3600.0, 6.0: 6 * 3600.0, 3.0: 86400.0, 1.0: 3 * 86400.0}
 _NAME_WINDOW = re.compile(r"(\d+[smhdwy])$")
-_RATIO_NAME = re.compile(r"ratio|burn|error|sli|availability")
+# Recorded error ratios and burn rates: `slo:sli_error:ratio_rate5m`, `job:errors:ratio_rate1h`,
+# `apiserver_request:burnrate1h`, `http_requests:burnrate5m` (pyrra), `..._error_ratio5m`.
+_RATIO_NAME = re.compile(r"ratio_rate|error.*ratio|errors?:ratio|sli_error|burn_?rate")
+_BURN_NAME = re.compile(r"burn_?rate")
+_RATES = frozenset(("rate", "increase"))
+_WRAPPING_AGGS = frozenset(("max", "min", "sum", "avg"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +107,9 @@ _OVER_TIME = frozenset(
 )
 # Event alerts: any `for` would stop them firing (the event is over by the next evaluation).
 _EVENTS = frozenset(("changes", "resets"))
-_SMOOTHED = 15 * 60.0  # a rate() window this long is already a sustained condition
+# A rate()/increase() window of 10m already averages 40 scrapes at 15s, twice the usual
+# `for: 5m`: one evaluation of it is a sustained condition, not a blip.
+_SMOOTHED = 10 * 60.0
 _LONG_WINDOW = 3600.0  # windows of an hour or more are look-backs, not smoothing
 
 
@@ -142,10 +158,11 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
 
 
 def _rate_ranges(root: Node) -> list[float]:
-    """Windows of the rate()/irate()/increase() calls that feed a threshold."""
+    """Windows of the rate()/increase() calls that feed a threshold (irate() reads only the
+    last two samples of its window: it smooths nothing, so its window says nothing here)."""
     out = []
     for n in walk(root):
-        if isinstance(n, Call) and n.func in ("rate", "irate", "increase") and n.args:
+        if isinstance(n, Call) and n.func in _RATES and n.args:
             arg = n.args[0]
             if isinstance(arg, Sel) and arg.range is not None:
                 out.append(arg.range)
@@ -160,7 +177,8 @@ def _compares(root: Node) -> bool:
 
 
 def _is_event(root: Node) -> bool:
-    """`increase(x[1d]) > 0`, `increase(x[15m]) >= 1`: something happened, not a level."""
+    """`increase(x[1d]) > 0`, `increase(x[15m]) >= 1`, `rate(x[5m]) > 0`: something happened
+    in the window, not a level that holds."""
     for n in walk(root):
         if not (isinstance(n, Bin) and n.op in (">", ">=") and isinstance(n.rhs, Num)):
             continue
@@ -169,7 +187,11 @@ def _is_event(root: Node) -> bool:
         lhs = n.lhs
         while isinstance(lhs, Agg):
             lhs = lhs.expr
-        if isinstance(lhs, Call) and lhs.func in ("increase", "changes", "resets", "delta"):
+        if not isinstance(lhs, Call):
+            continue
+        if lhs.func in ("increase", "changes", "resets", "delta"):
+            return True
+        if lhs.func in ("rate", "irate") and n.op == ">" and n.rhs.value == 0:
             return True
     return False
 
@@ -181,10 +203,10 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
     tree = _tree(root)
     if tree is None or isinstance(tree, Term):
         return None
-    groups = [_flatten(branch, "and") for branch in _flatten(tree, "or")]
+    groups: list[list[Term]] = [_flatten(branch, "and") for branch in _flatten(tree, "or")]  # type: ignore[misc]
     if any(not isinstance(t, Term) for g in groups for t in g):
         return None
-    terms: list[Term] = [t for g in groups for t in g]  # type: ignore[misc]
+    terms = [t for g in groups for t in g]
     if len({t.window for t in terms}) < 2:
         return None
     # Only real burn-rate alerts: every term compares an error ratio against a factor
@@ -193,26 +215,42 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
         return None
     issues: list[tuple[Severity, str, str]] = []
     singles: list[Term] = []
+    pairs: list[tuple[float, float]] = []  # (factor, long window) of the well-formed pairs
+    notes: list[tuple[Severity, str, str]] = []
     for group in groups:
         if len(group) == 1:
-            singles.append(group[0])  # type: ignore[arg-type]
+            singles.append(group[0])
             continue
-        factors = sorted({t.factor for t in group if t.factor is not None})  # type: ignore[union-attr]
+        factors = sorted({t.factor for t in group if t.factor is not None})
+        windows = sorted({t.window for t in group}, reverse=True)
         if len(factors) > 1:
-            issues.append(
-                (
-                    SEVERITY,
-                    "burn-rate pairs with different factors ("
-                    + ", ".join(f"{f:g}" for f in factors)
-                    + ") are joined by `and`, so it pages only when every pair burns",
-                    "join the long/short pairs with `or`; `and` belongs inside a pair",
+            if len(group) == 2 and len(windows) == 2:
+                by_window = {t.window: t.factor for t in group}
+                issues.append(
+                    (
+                        SEVERITY,
+                        f"the two windows of a burn-rate pair use different factors "
+                        f"({by_window[windows[0]]:g} on {format_duration(windows[0])}, "
+                        f"{by_window[windows[1]]:g} on {format_duration(windows[1])}): "
+                        "the short window no longer confirms the long one",
+                        "compare both windows of a pair with the same burn-rate factor",
+                    )
                 )
-            )
+            else:
+                issues.append(
+                    (
+                        SEVERITY,
+                        "burn-rate pairs with different factors ("
+                        + ", ".join(f"{f:g}" for f in factors)
+                        + ") are joined by `and`, so it pages only when every pair burns",
+                        "join the long/short pairs with `or`; `and` belongs inside a pair",
+                    )
+                )
             continue
-        if len(group) != 2:
+        if len(windows) != 2:
             continue
-        long, short = sorted((t.window for t in group), reverse=True)  # type: ignore[union-attr]
-        ratio = long / short if short else 0
+        long, short = windows
+        ratio = long / short
         if not 8 <= ratio <= 16:
             issues.append(
                 (
@@ -223,9 +261,12 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
                 )
             )
         factor = factors[0] if factors else None
-        expected = WORKBOOK.get(factor) if factor is not None else None
+        if factor is None:
+            continue
+        pairs.append((factor, long))
+        expected = WORKBOOK.get(factor)
         if expected is not None and long != expected:
-            issues.append(
+            notes.append(
                 (
                     Severity.INFO,
                     f"burn-rate factor {factor:g} goes with a {format_duration(expected)} window "
@@ -245,7 +286,45 @@ def burn_rate_issues(root: Node) -> list[tuple[Severity, str, str]] | None:
                 "join the two windows of a pair with `and`, and the pairs with `or`",
             )
         )
+    alone = sorted(next(iter(ws)) for ws in by_factor.values() if len(ws) == 1)
+    if alone:
+        shown = ", ".join(format_duration(w) for w in alone)
+        issues.append(
+            (
+                SEVERITY,
+                f"burn-rate condition over {shown} has no short window: it keeps paging long "
+                "after the errors stop",
+                f"pair each with `and` the same ratio over 1/12 of its window "
+                f"(e.g. {format_duration(alone[0])}/{format_duration(alone[0] / 12)}) "
+                "against the same factor",
+            )
+        )
+    inverted = _inverted(pairs)
+    if inverted:
+        issues.append(
+            (
+                SEVERITY,
+                f"burn-rate factors are inverted: the {format_duration(inverted[0][1])} pair "
+                f"burns at {inverted[0][0]:g} but the {format_duration(inverted[1][1])} pair at "
+                f"{inverted[1][0]:g}",
+                "the longer the window, the lower the factor (14.4/1h, 6/6h, 3/1d, 1/3d)",
+            )
+        )
+    else:
+        issues.extend(notes)
     return list(dict.fromkeys(issues))  # one message per problem, however many pairs
+
+
+def _inverted(
+    pairs: list[tuple[float, float]],
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Two pairs where the longer window has the higher factor, if any."""
+    ordered = sorted(pairs, key=lambda p: p[1])
+    for i, (factor, window) in enumerate(ordered):
+        for other_factor, other_window in ordered[i + 1 :]:
+            if other_window > window and other_factor > factor:
+                return (other_factor, other_window), (factor, window)
+    return None
 
 
 def _tree(node: Node) -> Term | tuple | None:
@@ -254,26 +333,46 @@ def _tree(node: Node) -> Term | tuple | None:
         if left is None or right is None:
             return None
         return (node.op, left, right)
+    while isinstance(node, Agg) and node.op in _WRAPPING_AGGS:
+        node = node.expr  # sloth: max(ratio_rate5m > (14.4 * budget)) without (sloth_window)
     if isinstance(node, Bin) and node.op in (">", ">=") and not node.return_bool:
-        windows = set()
-        names = []
-        divides = any(isinstance(n, Bin) and n.op == "/" for n in walk(node.lhs))
-        for n in walk(node.lhs):
-            if isinstance(n, Sel):
-                names.append((n.name or "").lower())
-                if n.range is not None:
-                    windows.add(n.range)
-                elif n.name and ":" in n.name and (m := _NAME_WINDOW.search(n.name)):
-                    try:
-                        windows.add(parse_duration(m.group(1)))
-                    except ValueError:
-                        return None
-        if len(windows) != 1:
+        windows = _windows(node.lhs)
+        if windows is None or len(windows) != 1:
             return None
-        burn = any("burn" in name for name in names)
-        ratio = divides or any(_RATIO_NAME.search(name) for name in names if ":" in name)
+        names = [(n.name or "").lower() for n in walk(node.lhs) if isinstance(n, Sel)]
+        burn = any(_BURN_NAME.search(name) for name in names if ":" in name)
+        ratio = burn or _divides_rates(node.lhs)
+        ratio = ratio or any(_RATIO_NAME.search(name) for name in names if ":" in name)
         return Term(windows.pop(), _factor(node.rhs), ratio, burn)
     return None
+
+
+def _windows(lhs: Node) -> set[float] | None:
+    """Windows of the rates on the left of a comparison: `rate(x[5m])`, `...:ratio_rate5m`."""
+    windows = set()
+    for n in walk(lhs):
+        if isinstance(n, Call) and n.func in _RATES and n.args:
+            arg = n.args[0]
+            if isinstance(arg, Sel) and arg.range is not None:
+                windows.add(arg.range)
+        elif isinstance(n, Sel) and n.range is None and n.name and ":" in n.name:
+            m = _NAME_WINDOW.search(n.name)
+            if m:
+                try:
+                    windows.add(parse_duration(m.group(1)))
+                except ValueError:
+                    return None
+    return windows
+
+
+def _divides_rates(node: Node) -> bool:
+    """`sum(rate(errors[w])) / sum(rate(requests[w]))`: a ratio of two rates."""
+    for n in walk(node):
+        if isinstance(n, Bin) and n.op == "/":
+            sides = (n.lhs, n.rhs)
+            if all(any(isinstance(c, Call) and c.func in _RATES for c in walk(s)) for s in sides):
+                return True
+    return False
 
 
 def _factor(node: Node) -> float | None:
@@ -285,7 +384,7 @@ def _factor(node: Node) -> float | None:
     return None
 
 
-def _flatten(tree: Term | tuple, op: str) -> list[Term | tuple]:
+def _flatten(tree: Term | tuple, op: str) -> list:
     if isinstance(tree, tuple) and tree[0] == op:
         return _flatten(tree[1], op) + _flatten(tree[2], op)
     return [tree]

@@ -4,7 +4,9 @@ Why: a page should mean "users are hurting now". Error ratio, latency, traffic, 
 service, SLO burn and blackbox probes measure that. CPU, memory, disk, any `*_up == 0`,
 restarts (`process_start_time_seconds`, `kube_pod_container_status_restarts_total`),
 kube-state-metrics readiness and replica counts, replication lag, certificate expiry, stale
-backups and cron jobs, usage over requests or limits, queue and consumer lag are causes: they
+backups and cron jobs, usage over requests or limits, queue and consumer lag, connections near
+their maximum, leader election, cluster health, config reloads and anything node-exporter
+reports about the host (`node_*`) are causes: they
 page at 3am when nobody is affected and stay quiet when users are failing for another reason.
 Such alerts belong at ticket severity, next to a symptom alert that pages.
 Recording rules in the linted files are followed back to the series they read. Names are read
@@ -34,6 +36,7 @@ Good:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from enricher.lint.model import Finding, Rule, Severity
@@ -60,7 +63,18 @@ _SPECIFIC_CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     ("scrape target down", re.compile(r"^up$| up$")),
-    ("leader election", re.compile(r"(^| )(has leader|leader changes|is leader)( |$)")),
+    (
+        "leader election",
+        re.compile(r"(^| )(has leader|leader changes|is leader|activecontrollercount)( |$)"),
+    ),
+    (
+        "config reload failed",
+        re.compile(r"(^| )(config|configuration) (last )?reload"),
+    ),
+    (
+        "component health",
+        re.compile(r"(^| )(cluster health|health status|healthcheck status|health node status)"),
+    ),
     (
         "restarts",
         re.compile(
@@ -70,13 +84,13 @@ _SPECIFIC_CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "replication lag",
         re.compile(
-            r"(^| )(replication|replica|slave|standby|follower)( .*)? (lag|delay|behind|seconds behind|lsn)( |$)|(^| )connected slaves|(^| )slave (sql|io) running|(^| )seconds behind master"  # noqa: E501
+            r"(^| )(replication|replica|slave|standby|follower)( .*)? (lag|delay|behind|seconds behind|lsn)( |$)|(^| )connected slaves|(^| )slave (sql|io) running|(^| )seconds behind master|(^| )(underreplicatedpartitions|offlinepartitionscount|under replicated)"  # noqa: E501
         ),
     ),
     (
         "job or backup staleness",
         re.compile(
-            r"(^| )(backup|backups|cron|cronjob|snapshot|batch)( |$)|(^| )last (success|successful|run|completion|completed)( |$)|^kube (job|cronjob) "  # noqa: E501
+            r"(^| )(backup|backups|cron|cronjob|snapshot|batch|bgsave)( |$)|(^| )last (success|successful|run|completion|completed|save)( |$)|^kube (job|cronjob) "  # noqa: E501
         ),
     ),
     (
@@ -128,21 +142,29 @@ _GENERIC_CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     ("threads or GC", re.compile(r"(^| )(goroutines|threads|gc|garbage)( |$)")),
     ("clock", re.compile(r"(^| )(timex|ntp|clock|offset seconds)( |$)")),
+    ("database locks", re.compile(r"(^| )(deadlocks|lock waits|locks)( |$)")),
     ("hardware", re.compile(r"(^| )(hwmon|temp|temperature|thermal|power|fan|ipmi)( |$)")),
 )
 _STATUS_LABELS = frozenset(("status", "code", "status_code", "response_code", "http_status"))
 
 
 def _words(name: str) -> str:
-    return " ".join(t for t in _SPLIT.split(name.lower()) if t)
+    """`nodeCpuUsage`, `node_cpu:usage` -> "node cpu usage" (camelCase split before lowering)."""
+    return " ".join(t.lower() for t in _SPLIT.split(name) if t)
 
 
+@lru_cache(maxsize=4096)
 def classify(name: str) -> tuple[str, str]:
     """("cause", what) / ("symptom", "") / ("unknown", "") for one series or recording name."""
     words = _words(name)
     for what, pattern in _SPECIFIC_CAUSES:
         if pattern.search(words):
             return "cause", what
+    if words.startswith("node "):  # node-exporter: the host, never what users get
+        for what, pattern in _GENERIC_CAUSES:
+            if pattern.search(words):
+                return "cause", what
+        return "cause", "host state"
     if _SYMPTOM.search(words):
         return "symptom", ""
     for what, pattern in _GENERIC_CAUSES:
