@@ -48,6 +48,7 @@ from enricher.lint.durations import parse_duration
 from enricher.lint.model import Severity
 
 DEFAULT_FILE = ".enricher-lint.yaml"
+CONFIG_NAMES = (DEFAULT_FILE, ".enricher-lint.yml")
 _TOP = frozenset(
     (
         "profile",
@@ -186,12 +187,85 @@ def parse_version(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def find_config(directory: str, cache: dict[str, str | None] | None = None) -> str | None:
+    """The nearest `.enricher-lint.yaml` (or `.yml`) in `directory` or above it.
+
+    The search stops at the root of the git work tree holding `directory` (the first directory
+    with a `.git` entry), or at the filesystem root outside any repository: a config in a home
+    directory above a checkout never leaks into it.
+    """
+    cache = {} if cache is None else cache
+    seen = []
+    d = os.path.abspath(directory)
+    found: str | None = None
+    while True:
+        if d in cache:
+            found = cache[d]
+            break
+        seen.append(d)
+        hit = next(
+            (os.path.join(d, n) for n in CONFIG_NAMES if os.path.isfile(os.path.join(d, n))), None
+        )
+        if hit is not None:
+            found = hit
+            break
+        parent = os.path.dirname(d)
+        if parent == d or os.path.exists(os.path.join(d, ".git")):
+            break
+        d = parent
+    for s in seen:
+        cache[s] = found
+    return found
+
+
+class ConfigResolver:
+    """Per-file configurations: each file gets the nearest config above it (see
+    `find_config`); a file with none above it gets the working directory's (`base`). Each
+    config file is read and validated once; `adjust` applies the command line to each."""
+
+    def __init__(
+        self,
+        known_checks: Mapping[str, Any],
+        adjust: Any = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.known = known_checks
+        self.adjust = adjust
+        self._dirs: dict[str, str | None] = {}
+        self._loaded: dict[str | None, Config] = {}
+        self.base_path = find_config(cwd or os.getcwd(), self._dirs)
+        self.base = self._load(self.base_path)
+
+    def _load(self, path: str | None) -> Config:
+        cfg = self._loaded.get(path)
+        if cfg is None:
+            cfg = load_config(path, self.known) if path is not None else Config()
+            if self.adjust is not None:
+                self.adjust(cfg)
+            self._loaded[path] = cfg
+        return cfg
+
+    def path_for(self, file: str) -> str | None:
+        if file == "<stdin>":
+            return self.base_path
+        return find_config(os.path.dirname(os.path.abspath(file)), self._dirs) or self.base_path
+
+    def for_files(self, files: list[str]) -> dict[str, Config]:
+        """The files whose config is not `base` (empty when one config covers every file)."""
+        out = {}
+        for file in files:
+            path = self.path_for(file)
+            if path != self.base_path:
+                out[file] = self._load(path)
+        return out
+
+
 def load_config(path: str | None, known_checks: Mapping[str, Any]) -> Config:
-    """Read `path`, or `.enricher-lint.yaml` in the working directory if it exists."""
+    """Read `path`, or the nearest `.enricher-lint.yaml` from the working directory up."""
     if path is None:
-        if not os.path.exists(DEFAULT_FILE):
+        path = find_config(os.getcwd())
+        if path is None:
             return Config()
-        path = DEFAULT_FILE
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -221,7 +295,14 @@ def _check_option_types(check: str, options: dict[str, Any], defaults: Any) -> N
             continue
         default = defaults[key]
         where = f"`checks.{check}.{key}`"
-        if isinstance(default, list | tuple | frozenset | set):
+        if isinstance(default, Mapping):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            bad = set(value) - set(default)
+            if bad:
+                raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(map(str, bad)))}")
+            _check_option_types(f"{check}.{key}", value, default)
+        elif isinstance(default, list | tuple | frozenset | set):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 got = type(value).__name__
                 raise ConfigError(
@@ -301,6 +382,10 @@ def parse_config(data: Any, known_checks: Mapping[str, Any]) -> Config:
         if bad:
             raise ConfigError(f"`checks.{check}`: unknown option(s) {', '.join(sorted(bad))}")
         _check_option_types(check, options, known_checks[check])
+        if "enabled" in options and not isinstance(options["enabled"], bool):
+            raise ConfigError(
+                f"`checks.{check}.enabled` must be true or false, got {options['enabled']!r}"
+            )
         if "severity" in options:
             try:
                 options = {**options, "severity": Severity.parse(str(options["severity"]))}

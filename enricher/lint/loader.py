@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TextIO
 
 import yaml
@@ -72,7 +73,12 @@ else:  # pragma: no cover - PyYAML built without libyaml
 _LOADER = _Loader
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_DIRECTIVE = re.compile(r"#\s*enricher-lint\s+(file/)?disable\s+([^#]+)")
+_DIRECTIVE = re.compile(
+    r"(?:^|(?<=\s))#\s*enricher-lint\s+(file/disable|disable|snooze|ignore/next-line|ignore/line)"
+    r"(?![\w/-])([^#]*)"
+)
+_SNOOZE = re.compile(r"(.*?)\s+until\s+(\S+)\s*$")
+_CHECK_IDS = re.compile(r"[\s,]+")
 # Go/Helm template lines: such a file is a chart template, not a rule file, when it fails to parse.
 _TEMPLATED = re.compile(r"^\s*\{\{", re.M)
 
@@ -91,11 +97,22 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 
 @dataclass(slots=True)
 class Directive:
-    """An `# enricher-lint disable ...` comment."""
+    """An `# enricher-lint ...` comment (a real YAML comment, never text inside a string).
+
+    `kind` is `disable`, `file/disable`, `snooze`, `ignore/next-line` or `ignore/line`; an
+    empty `checks` on an ignore means every check. `until` is a snooze's date (None when
+    `error` says why it could not be read); `rule` is the line of the rule a disable or
+    snooze attached to (0: none, a dangling comment).
+    """
 
     line: int
     file_level: bool
     checks: tuple[str, ...]
+    kind: str = "disable"
+    until: date | None = None
+    error: str = ""
+    rule: int = 0
+    content: bool = True  # ignore/line: the line holds YAML before the comment
 
 
 @dataclass(slots=True)
@@ -105,19 +122,27 @@ class Inputs:
     files: list[RuleFile] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     directives: dict[str, list[Directive]] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)  # directories that held no rule file
 
 
 def read_inputs(paths: Iterable[str], stdin: TextIO) -> Inputs:
-    """Load every path; a path that cannot be read is recorded, not raised."""
+    """Load every path; a path that cannot be read is recorded, not raised.
+
+    A directory that yields no rule file is recorded in `empty` (the command exits 2: a CI
+    job pointed at the wrong directory must not pass with "no problems").
+    """
     out = Inputs()
     for path in paths:
         if path == "-":
             _add(out, "<stdin>", stdin.read(), explicit=True)
         elif os.path.isdir(path):
+            before = len(out.files)
             for file in _yaml_files(path):
                 text = _read(file, out)
                 if text is not None and ("groups" in text):
                     _add(out, file, text, explicit=False)
+            if len(out.files) == before:
+                out.empty.append(path)
         else:
             text = _read(path, out)
             if text is not None:
@@ -184,7 +209,7 @@ def load_text(
         found |= _document(doc, rf, explicit)
     if not found and not explicit:
         return None, []
-    directives = _directives(text) if "enricher-lint" in text else []
+    directives = _directives(text, docs) if "enricher-lint" in text else []
     _apply_directives(rf, directives, text)
     return rf, directives
 
@@ -502,31 +527,103 @@ def _rule(node: yaml.MappingNode, path: str, group: str) -> Rule:
     return rule
 
 
-def _directives(text: str) -> list[Directive]:
+def _scalar_spans(docs: list[yaml.Node]) -> list[tuple[int, int, int, int]]:
+    """(start line, start column, end line, end column), 0-based, of every scalar node that
+    spans more than one line or could hold a `#`: text inside them is not a comment."""
+    spans = []
+    stack = list(docs)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.style or "#" in node.value:  # quoted, block, or a plain scalar with `#`
+                s, e = node.start_mark, node.end_mark
+                spans.append((s.line, s.column, e.line, e.column))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.append(k)
+                stack.append(v)
+    return spans
+
+
+def _in_scalar(spans: list[tuple[int, int, int, int]], line: int, column: int) -> bool:
+    pos = (line, column)
+    return any((sl, sc) <= pos < (el, ec) for sl, sc, el, ec in spans)
+
+
+def _directives(text: str, docs: list[yaml.Node] | None = None) -> list[Directive]:
+    """The `# enricher-lint ...` comments of a file; with its composed `docs`, a match inside
+    a quoted or block scalar (an annotation quoting a directive) is not obeyed."""
     out = []
-    for i, line in enumerate(text.split("\n"), start=1):
+    spans: list[tuple[int, int, int, int]] | None = None
+    lines = text.split("\n")
+    for i, line in enumerate(lines, start=1):
         if "enricher-lint" not in line:
             continue
         m = _DIRECTIVE.search(line)
-        if m:
-            ids = tuple(x for x in re.split(r"[\s,]+", m.group(2).strip()) if x)
-            out.append(Directive(i, bool(m.group(1)), ids))
+        if m is None:
+            continue
+        if docs:
+            if spans is None:
+                spans = _scalar_spans(docs)
+            if _in_scalar(spans, i - 1, m.start()):
+                continue
+        kind, rest = m.group(1), m.group(2).strip()
+        until, error = None, ""
+        if kind == "snooze":
+            sm = _SNOOZE.match(rest)
+            if sm is None:
+                rest, error = "", "snooze comment needs `<check>[,<check>] until YYYY-MM-DD`"
+            else:
+                rest, raw = sm.group(1), sm.group(2)
+                try:
+                    until = date.fromisoformat(raw) if len(raw) == 10 else None
+                except ValueError:
+                    until = None
+                if until is None:
+                    error = f"snooze date {raw!r} is not a date: write YYYY-MM-DD"
+        ids = tuple(x for x in _CHECK_IDS.split(rest) if x)
+        if kind in ("disable", "file/disable") and not ids:
+            continue  # `disable` alone is prose, not a directive (as before)
+        d = Directive(i, kind == "file/disable", ids, kind, until, error)
+        if kind == "ignore/next-line":
+            after = lines[i].strip() if i < len(lines) else ""
+            d.content = bool(after) and not after.startswith("#")
+        else:
+            d.content = bool(line[: m.start()].strip())
+        out.append(d)
     return out
 
 
-def _apply_directives(rf: RuleFile, directives: list[Directive], text: str) -> None:
-    """Attach each disable comment to the file or to the rule it sits in or directly above."""
+def _apply_directives(
+    rf: RuleFile, directives: list[Directive], text: str, today: date | None = None
+) -> None:
+    """Attach each disable or snooze comment to the file or to the rule it sits in or above.
+
+    A comment above a rule applies to it when only blank and comment lines lie between them;
+    `Directive.rule` records the rule (0 when the comment applies to none: dangling). A snooze
+    disables its checks before its date only; ignore comments are applied to findings by the
+    engine.
+    """
     if not directives:
         return
-    rf.disabled = frozenset(c for d in directives if d.file_level for c in d.checks)
-    per_rule = [d for d in directives if not d.file_level]
+    rf.disabled = frozenset(c for d in directives if d.kind == "file/disable" for c in d.checks)
+    per_rule = [d for d in directives if d.kind in ("disable", "snooze")]
     if not per_rule:
         return
+    today = today or date.today()
     lines = text.split("\n")
     for rule in rf.rules:
         first = rule.line
-        while first > 1 and lines[first - 2].lstrip().startswith("#"):
+        while first > 1 and (not (s := lines[first - 2].strip()) or s.startswith("#")):
             first -= 1
-        ids = {c for d in per_rule if first <= d.line <= rule.end_line for c in d.checks}
+        ids = set(rule.disabled)
+        for d in per_rule:
+            if d.rule or not first <= d.line <= rule.end_line:
+                continue
+            d.rule = rule.line
+            if d.kind == "disable" or (d.until is not None and today < d.until):
+                ids.update(d.checks)  # a snooze only before its date
         if ids:
             rule.disabled = frozenset(ids)

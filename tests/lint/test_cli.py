@@ -205,3 +205,41 @@ def test_list_checks_names_every_check() -> None:
     listed = [line.split()[0] for line in out.splitlines()]
     assert listed == [m.ID for m in load_checks()]
     assert {"syntax", "labels", "annotations", "symptom", "promql", "paging", "live"} <= set(listed)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("paging: 'severity=\"critical\"'\n", "`paging`"),
+        ("page_severities: critical\n", "`page_severities`"),
+        ("disable: symptom\n", "`disable`"),
+        ("enable: [symptom, 3]\n", "`enable`"),
+        ("enable_features: promql-experimental-functions\n", "`enable_features`"),
+        ("checks:\n  labels:\n    required: severity\n", "`checks.labels.required`"),
+        ("checks:\n  labels:\n    severities: {a: b}\n", "`checks.labels.severities`"),
+        (
+            "checks:\n  annotations:\n    required_on_page: 1\n",
+            "`checks.annotations.required_on_page`",
+        ),
+    ],
+)
+def test_every_list_valued_config_key_must_be_a_list_of_strings(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    (tmp_path / "cfg.yaml").write_text(text)
+    code, _, err = lint("--config", str(tmp_path / "cfg.yaml"), "rules/")
+    assert code == 2
+    assert f"{key} must be a list of strings" in err
+
+
+def test_nested_check_options_with_list_defaults_are_validated() -> None:
+    from enricher.lint.config import ConfigError, parse_config
+
+    known = {"x": {"nested": {"names": ["a"], "on": True}}}
+    assert parse_config({"checks": {"x": {"nested": {"names": ["b"]}}}}, known).checks["x"]
+    with pytest.raises(ConfigError, match=r"`checks\.x\.nested\.names` must be a list of strings"):
+        parse_config({"checks": {"x": {"nested": {"names": "b"}}}}, known)
+    with pytest.raises(ConfigError, match=r"`checks\.x\.nested` must be a mapping"):
+        parse_config({"checks": {"x": {"nested": ["b"]}}}, known)
+    with pytest.raises(ConfigError, match=r"`checks\.x\.enabled` must be true or false"):
+        parse_config({"checks": {"x": {"enabled": "no"}}}, known)

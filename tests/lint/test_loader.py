@@ -143,3 +143,30 @@ def test_disable_comment_with_an_unknown_check_is_reported() -> None:
     assert [(f.line, f.message) for f in found] == [
         (1, "disable comment names unknown check(s): lables")
     ]
+
+
+def test_a_directory_without_rule_files_is_recorded_as_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "r.yml").write_text(rules_yaml(rule()))
+    inputs = read_inputs([str(tmp_path / "empty"), str(tmp_path / "full")], io.StringIO())
+    assert inputs.empty == [str(tmp_path / "empty")]
+    assert len(inputs.files) == 1
+
+
+def test_directives_inside_strings_are_not_read_but_comments_are() -> None:
+    from enricher.lint.loader import _directives
+
+    text = (
+        "# enricher-lint file/disable labels\n"
+        'a: "x # enricher-lint disable symptom"\n'
+        "b: |\n"
+        "  # enricher-lint disable promql\n"
+        "c: 1  # enricher-lint ignore/line\n"
+        "d: e# enricher-lint disable for\n"
+    )
+    import yaml
+
+    docs = list(yaml.compose_all(text))
+    found = [(d.line, d.kind, d.checks) for d in _directives(text, docs)]
+    assert found == [(1, "file/disable", ("labels",)), (5, "ignore/line", ())]

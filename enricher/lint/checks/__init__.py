@@ -36,6 +36,7 @@ MODULES = (
     "duplicates",
     "paging",
     "live",
+    "directives",
 )
 
 
