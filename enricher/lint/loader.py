@@ -19,7 +19,7 @@ from typing import TextIO
 
 import yaml
 
-from enricher.lint import promql
+from enricher.lint import compat, promql
 from enricher.lint.durations import parse_duration
 from enricher.lint.model import Problem, Rule, RuleFile, Severity
 from enricher.lint.templates import parse_template
@@ -83,9 +83,13 @@ _CHECK_IDS = re.compile(r"[\s,]+")
 _TEMPLATED = re.compile(r"^\s*\{\{", re.M)
 
 TOP_FIELDS = frozenset(("groups",))
-# `query_offset` (2.53) and group `labels` (3.0) are accepted: newer promtool accepts them.
-GROUP_FIELDS = frozenset(("name", "interval", "limit", "rules", "query_offset", "labels"))
-CRD_GROUP_FIELDS = GROUP_FIELDS | {"partial_response_strategy"}
+# Group fields newer than 2.0 (`limit`, `query_offset`, `labels`) and Thanos' are read and
+# marked with a Problem code; the syntax check decides against `--prometheus-version`/`--thanos`.
+GROUP_FIELDS = frozenset(
+    ("name", "interval", "limit", "rules", "query_offset", "labels", "partial_response_strategy")
+)
+CRD_GROUP_FIELDS = GROUP_FIELDS
+_VERSIONED_GROUP_FIELDS = frozenset(compat.GROUP_FIELDS) | compat.THANOS_GROUP_FIELDS
 RULE_FIELDS = frozenset(
     ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations")
 )
@@ -353,11 +357,15 @@ def _groups(node: yaml.Node, rf: RuleFile, *, crd: bool) -> None:
                 Problem(_line(gnode), f"a group must be a mapping, not {_kind(gnode)}")
             )
             continue
-        _group(gnode, rf, allowed, names)
+        _group(gnode, rf, allowed, names, crd)
 
 
 def _group(
-    gnode: yaml.MappingNode, rf: RuleFile, allowed: frozenset[str], names: dict[str, int]
+    gnode: yaml.MappingNode,
+    rf: RuleFile,
+    allowed: frozenset[str],
+    names: dict[str, int],
+    crd: bool = False,
 ) -> None:
     problems = rf.problems
     items = _items(gnode, problems)
@@ -366,7 +374,16 @@ def _group(
     for key, kn, vn in items:
         if key not in allowed:
             problems.append(Problem(_line(kn), f"field {key} not found in type rulefmt.RuleGroup"))
-        elif key == "name":
+            continue
+        if key in _VERSIONED_GROUP_FIELDS and not (crd and key == "partial_response_strategy"):
+            problems.append(
+                Problem(
+                    _line(kn),
+                    f"field {key} not found in type rulefmt.RuleGroup",
+                    code=f"group-field:{key}",
+                )
+            )
+        if key == "name":
             name = _str(vn, "group name", problems) or ""
         elif key in ("interval", "query_offset"):
             text = _str(vn, key, problems)
@@ -383,6 +400,12 @@ def _group(
                 problems.append(Problem(_line(vn), "limit must be an integer"))
         elif key == "labels":
             _string_map(vn, "group label", problems)
+        elif key == "partial_response_strategy":
+            text = _str(vn, key, problems)
+            if text is not None and text not in ("warn", "abort"):
+                problems.append(
+                    Problem(_line(vn), f"partial_response_strategy must be warn or abort: {text}")
+                )
         elif key == "rules":
             rules_node = vn
     line = _line(gnode)

@@ -65,6 +65,9 @@ class Problem:
     message: str
     hint: str = ""
     severity: Severity | None = None  # None: the syntax check's own (error)
+    # Set when only some Prometheus versions (or Thanos) refuse it: "group-field:<name>".
+    # The syntax check compares it with the configured version and drops it when accepted.
+    code: str = ""
 
 
 @dataclass(slots=True, eq=False)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import promql_parser as _pp
+import re2 as _re2
+
+from enricher.lint import compat
 
 # Functions Prometheus 2.x knows that promql-parser (which follows 3.x) no longer does.
 _pp.register_extra_functions(
@@ -163,12 +166,23 @@ NO_LABELS = Labels(frozenset())
 class Query:
     """A parsed expression and the facts checks read from it (the costlier ones on demand)."""
 
-    __slots__ = ("_functions", "_labels", "calls", "root", "selectors")
+    __slots__ = ("_functions", "_labels", "calls", "features", "root", "selectors", "versioned")
 
-    def __init__(self, root: Node, selectors: list[Sel], calls: list[Call]) -> None:
+    def __init__(
+        self,
+        root: Node,
+        selectors: list[Sel],
+        calls: list[Call],
+        features: frozenset[str] = frozenset(),
+        versioned: frozenset[str] = frozenset(),
+    ) -> None:
         self.root = root
         self.selectors = selectors  # every selector, in reading order
         self.calls = calls  # every function call, outermost first
+        # Syntax newer than Prometheus 2.0 (keys of `compat.SYNTAX`) and functions or
+        # aggregations in `compat.FUNCTIONS`: the syntax check compares them to the version.
+        self.features = features
+        self.versioned = versioned
         self._labels: Labels | None = None
         self._functions: frozenset[str] | None = None
 
@@ -206,23 +220,189 @@ _NESTING = re.compile(r"\(|\b(?:and|or|unless)\b|[-+*/%^]|[=!<>]=|[<>]")
 
 
 def parse(expr: str) -> Query:
-    """Parse `expr`; ValueError carries promql-parser's message when it does not parse."""
+    """Parse `expr` as Prometheus does; ValueError carries the reason when it does not parse.
+
+    promql-parser checks regexps with Rust's regex crate, which accepts some that Go's RE2
+    refuses (`a++`) and refuses some Go accepts (`\\Q.\\E`, `\\0`). So regexp literals are
+    swapped for placeholders before parsing and checked here with RE2 under Go's rules, and
+    their values put back into the selectors afterwards.
+    """
     if len(expr) > MAX_NESTING and len(_NESTING.findall(expr)) > MAX_NESTING:
         raise TooComplex(f"more than {MAX_NESTING} operators and parentheses")
+    text, literals, code, features = _prepare(expr)
+    regexes = [_regex_value(lit) for lit in literals]
+    for value in regexes:
+        if _check_regex(value):
+            features.add("regexp-named-groups")
     selectors: list[Sel] = []
     calls: list[Call] = []
-    root = _Converter(selectors, calls).convert(_pp.parse(expr))
-    return Query(root, selectors, calls)
+    converter = _Converter(selectors, calls, regexes)
+    root = converter.convert(_pp.parse(text))
+    for sel in selectors:
+        if sel.has_or:
+            raise ValueError('unexpected identifier "or" in label matching')
+        if regexes and sel.name is None and all(_matches_empty(m) for m in sel.matchers):
+            raise ValueError("vector selector must contain at least one non-empty matcher")
+    _scan_code(code, features)
+    used = {c.func for c in calls} | converter.aggregations
+    versioned = frozenset(n for n in used if n in compat.FUNCTIONS)
+    return Query(root, selectors, calls, frozenset(features), versioned)
+
+
+# String literals and comments, in one pass (a `#` inside a string is not a comment).
+_LEXEME = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`]*`|#[^\n]*""")
+_PLACEHOLDER = "__enricher_re_"
+_GROUPING = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\((?:\s*(?:\w+|S)\s*,)*\s*$"
+)
+_RE_OPTS = _re2.Options()
+_RE_OPTS.log_errors = False
+_GO_ONLY_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\C")
+_NAMED_GROUP = re.compile(r"(?<!\\)(?:\\\\)*\(\?<[^=!]")
+_REGEX_VERDICT: dict[str, bool] = {}
+
+
+def _prepare(expr: str) -> tuple[str, list[str], str, set[str]]:
+    """The text promql-parser sees (regexps replaced), the regexp literals, the expression
+    without strings and comments (for the duration checks) and the features found on the way.
+    """
+    features: set[str] = set()
+    if '"' not in expr and "'" not in expr and "`" not in expr and "#" not in expr:
+        return expr, [], expr, features
+    parts: list[str] = []
+    code: list[str] = []
+    literals: list[str] = []
+    depth = 0
+    last = 0
+    for m in _LEXEME.finditer(expr):
+        seg = expr[last : m.start()]
+        last = m.end()
+        parts.append(seg)
+        code.append(seg)
+        depth += seg.count("{") - seg.count("}")
+        tok = m.group()
+        if tok[0] == "#":
+            parts.append(tok)
+            code.append(" ")
+            continue
+        before = seg.rstrip()
+        if depth > 0 and before.endswith(("=~", "!~")):
+            parts.append(f'"{_PLACEHOLDER}{len(literals)}"')
+            literals.append(tok)
+        else:
+            parts.append(_requote(tok) if tok[0] == "`" else tok)
+            if depth > 0:
+                if before.endswith(("{", ",")):
+                    features.add("utf8-names")
+            elif _GROUPING.search("".join(code[-6:])):
+                features.add("utf8-names")
+        code.append("S")
+    parts.append(expr[last:])
+    code.append(expr[last:])
+    return "".join(parts), literals, "".join(code), features
+
+
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+_OFFSET = re.compile(r"\boffset\s*-?\s*([^\s)\]},]+)")
+_DURATION = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|0[xX][0-9a-fA-F]+")
+_BARE_DURATION = re.compile(r"(?<![\w.])(?:\d+(?:ms|s|m|h|d|w|y))+(?![\w.])")
+_FILL = re.compile(r"\bfill(?:_left|_right)?\s*\(")
+
+
+def _scan_code(code: str, features: set[str]) -> None:
+    """Duration syntax newer than 2.x: numbers as durations, durations as numbers, arithmetic."""
+    rest = code
+    if "[" in code:
+        for inside in _BRACKET.findall(code):
+            for part in inside.split(":"):
+                _duration_kind(part.strip(), features)
+        rest = _BRACKET.sub(" ", rest)
+    if "offset" in rest:
+        for value in _OFFSET.findall(rest):
+            _duration_kind(value.strip(), features)
+        rest = _OFFSET.sub(" ", rest)
+    if _BARE_DURATION.search(rest):
+        features.add("duration-number")
+    if "fill" in rest and _FILL.search(rest):
+        features.add("fill-modifiers")
+
+
+def _duration_kind(text: str, features: set[str]) -> None:
+    if not text or _DURATION.fullmatch(text):
+        return
+    if _NUMBER.fullmatch(text):
+        features.add("unitless-duration")
+    else:
+        features.add("duration-expr")
+
+
+def _regex_value(literal: str) -> str:
+    """The value of a PromQL string literal, unquoted as Go unquotes it: a `raw` string has no
+    escapes (promql-parser applies them there too, so raw strings never reach it)."""
+    if literal[0] == "`":
+        return literal[1:-1]
+    node = _pp.parse(literal)
+    return str(node.val)
+
+
+def _requote(raw: str) -> str:
+    """A `raw` string literal as the double-quoted literal with the same value."""
+    body = raw[1:-1].replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{body}"'
+
+
+def _check_regex(value: str) -> bool:
+    """Raise ValueError when Go's regexp package refuses `value` (as Prometheus anchors it);
+    return True when it uses `(?<name>...)`, which Go accepts only from 1.22 (Prometheus 2.51)."""
+    named = _REGEX_VERDICT.get(value)
+    if named is not None:
+        return named
+    if _GO_ONLY_ESCAPE.search(_strip_classes(value)):
+        raise ValueError("error parsing regexp: invalid escape sequence: `\\C`")
+    try:
+        _re2.compile(f"^(?:{value})$", _RE_OPTS)
+    except _re2.error as exc:
+        msg = exc.args[0] if exc.args else exc
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        raise ValueError(f"error parsing regexp: {msg}") from None
+    named = bool(_NAMED_GROUP.search(value))
+    if len(_REGEX_VERDICT) < 10_000:
+        _REGEX_VERDICT[value] = named
+    return named
+
+
+def _strip_classes(value: str) -> str:
+    """`value` without its [...] classes (inside them RE2 refuses `\\C` as Go does)."""
+    if "[" not in value:
+        return value
+    return re.sub(r"\[(?:\\.|[^\]\\])*\]", "", value)
+
+
+def _matches_empty(m: Matcher) -> bool:
+    """Whether the matcher accepts an empty label value (a selector of only those is refused)."""
+    if m.op == "=":
+        return m.value == ""
+    if m.op == "!=":
+        return m.value != ""
+    try:
+        hit = _re2.compile(f"^(?:{m.value})$", _RE_OPTS).search("") is not None
+    except _re2.error:
+        return False
+    return hit if m.op == "=~" else not hit
 
 
 class _Converter:
     """Turns promql-parser's nodes into ours, noting selectors and calls on the way."""
 
-    __slots__ = ("calls", "selectors")
+    __slots__ = ("aggregations", "calls", "regexes", "selectors")
 
-    def __init__(self, selectors: list[Sel], calls: list[Call]) -> None:
+    def __init__(self, selectors: list[Sel], calls: list[Call], regexes: list[str]) -> None:
         self.selectors = selectors
         self.calls = calls
+        self.regexes = regexes
+        self.aggregations: set[str] = set()
 
     def convert(self, e: Any) -> Node:
         t = type(e)
@@ -247,8 +427,10 @@ class _Converter:
                 else:
                     without = tuple(mod.labels)
             param = e.param
+            op = str(e.op)
+            self.aggregations.add(op)
             return Agg(
-                str(e.op),
+                op,
                 self.convert(e.expr),
                 None if param is None else self.convert(param),
                 by,
@@ -281,6 +463,13 @@ class _Converter:
     def selector(self, vs: Any, rng: float | None) -> Sel:
         ms = vs.matchers
         matchers = tuple(Matcher(m.name, _MATCH_OPS[int(m.op)], m.value) for m in ms.matchers)
+        if self.regexes:
+            matchers = tuple(
+                m._replace(value=self.regexes[int(m.value[len(_PLACEHOLDER) :])])
+                if m.value.startswith(_PLACEHOLDER) and m.op in ("=~", "!~")
+                else m
+                for m in matchers
+            )
         name = vs.name
         if name is None:
             for m in matchers:
