@@ -21,6 +21,7 @@ from tests.lint.conftest import of, run
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
 
+# fmt: off
 REGEXPS = [
     "a++", "(?<n>a)", r"\C", "a{1001}", r"\Q.\E", r"\0", r"\08", "(?P<1n>a)", r"\p{^Greek}",
     "[[:alpha:]]", "(?i)abc", "x**", "a{2}{3}", "(a)(?P<x>b)", r"\z", r"\Z", "(?U)a+", "(?s).",
@@ -30,6 +31,7 @@ REGEXPS = [
     ".+", ".*", "kube-.*|node", "[^0-9]+", r"\d+", r"\\C", r"a\\\C", "(", ")", "[", "]", "{", "}",
     "a{", "a{1", "a{1,", "x{0}", "(?i)", "^a$", "$^", r"\A", r"\K", r"\e", r"\cA", "(?#x)",
 ]
+# fmt: on
 EXPRESSIONS = [
     # regexps, as the three string quotings spell them
     *(f"up{{job=~`{r}`}}" for r in REGEXPS),
@@ -101,9 +103,7 @@ EXPRESSIONS = [
 
 
 def _yaml(exprs: list[str]) -> str:
-    groups = [
-        {"name": f"g{i}", "rules": [{"record": "x", "expr": e}]} for i, e in enumerate(exprs)
-    ]
+    groups = [{"name": f"g{i}", "rules": [{"record": "x", "expr": e}]} for i, e in enumerate(exprs)]
     return yaml.safe_dump({"groups": groups}, sort_keys=False)
 
 
