@@ -56,7 +56,8 @@ _TIME_WORDS = frozenset(("latency", "duration", "durations"))
 _TIME_UNITS = frozenset(("seconds", "milliseconds", "ms", "microseconds"))
 _NOT_A_DURATION = frozenset(
     ("timestamp", "created", "start", "boot", "expiry", "expiration", "age", "ttl", "uptime",
-     "behind", "lag", "last", "since")
+     "behind", "lag", "last", "since", "expire", "expires", "expired", "expiry", "ssl", "tls",
+     "cert", "certificate", "deadline")
 )  # fmt: skip
 # Served requests: only their latency can have exemplars pointing at a trace.
 _REQUEST_WORDS = frozenset(

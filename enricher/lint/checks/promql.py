@@ -61,6 +61,9 @@ _GAUGE_NAME = re.compile(
     r"(_ratio|_percent|_percentage|_celsius|_info|_timestamp|_timestamp_seconds|_temperature"
     r"|_gauge)$|^up$"
 )
+# The operation part of a recording rule name that already is a rate or ratio: `rate5m`,
+# `ratio`, `ratio_rate1h`, `irate1m` (Prometheus' level:metric:operations naming).
+_RECORDED_RATE = re.compile(r"(?:i?rate|ratio|increase)(?:_?\d+[smhdw]|_|$)")
 _RANGE_FUNCS = COUNTER_FUNCS | {"delta", "idelta", "deriv"}
 _RATE_LIKE = frozenset(
     ("rate", "irate", "increase", "delta", "idelta", "deriv", "histogram_quantile")
@@ -136,19 +139,32 @@ def _not_a_counter(rule: Rule, func: str, sel: Sel, ctx: Context) -> list[Findin
         rated = next(
             (fs for s in sources if s.query and (fs := s.query.functions() & _RATE_LIKE)), None
         )
-        if not rated:
+        if rated:
+            return [
+                rule.finding(
+                    ID,
+                    SEVERITY,
+                    f"{func}() over `{name}`, a recording rule that already records "
+                    f"{', '.join(sorted(rated))}()",
+                    "use the recorded value directly, or record the raw counter",
+                    rule.expr_line,
+                )
+            ]
+    if ":" in name:
+        op = name.rsplit(":", 1)[1]
+        if not _RECORDED_RATE.match(op):
             return []
         return [
             rule.finding(
                 ID,
                 SEVERITY,
-                f"{func}() over `{name}`, a recording rule that already records "
-                f"{', '.join(sorted(rated))}()",
+                f"{func}() over `{name}`, a recorded {op.rstrip('0123456789smhdw')} by its "
+                f"name (level:metric:operation); {func}() is for counters",
                 "use the recorded value directly, or record the raw counter",
                 rule.expr_line,
             )
         ]
-    if ":" in name or not _GAUGE_NAME.search(name):
+    if not _GAUGE_NAME.search(name):
         return []
     return [
         rule.finding(

@@ -59,10 +59,22 @@ _SPECIFIC_CAUSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "certificate expiry",
         re.compile(
-            r"(^| )(cert|certificate|x509|ssl|tls)( .*)? (expiry|expiration|expires|after|earliest)( |$)|(^| )x509 cert"  # noqa: E501
+            r"(^| )(cert|certificate|x509|ssl|tls)( .*)? (expiry|expiration|expire|expires|after|earliest)( |$)|(^| )x509 cert"  # noqa: E501
         ),
     ),
     ("scrape target down", re.compile(r"^up$| up$")),
+    (
+        "exporter errors",
+        re.compile(
+            r"(^| )exporter( .*)? (error|errors|scrape|scrapes)( |$)|(^| )last scrape error"
+        ),
+    ),
+    (
+        "cluster membership",
+        re.compile(
+            r"(^| )(brokers|masters|peers|quorum|members|master|primary) ?(count|up|total|connected)?$|(^| )instance info( |$)"  # noqa: E501
+        ),
+    ),
     (
         "leader election",
         re.compile(r"(^| )(has leader|leader changes|is leader|activecontrollercount)( |$)"),
