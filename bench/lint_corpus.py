@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ def run_lint(
     if rev is not None:
         cwd = rev
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(rev), env.get("PYTHONPATH")]))
+        if not _supports(rev, env, "--profile"):
+            # a checkout from before profiles and `paging:`: its defaults, with the corpus'
+            # paging as close as its `page_severities` can say it (severity only)
+            cmd = [*cmd[:-2], "--config", str(_legacy_config())]
     args = (["--thanos"] if thanos else []) + [str(p) for p in paths]
     proc = subprocess.run(
         cmd + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
@@ -86,6 +91,24 @@ def run_lint(
             f"enricher lint exited {proc.returncode} on {' '.join(args)}:\n{proc.stderr}"
         )
     return json.loads(proc.stdout)["findings"], record
+
+
+def _supports(rev: Path, env: dict[str, str], flag: str) -> bool:
+    proc = subprocess.run(
+        [sys.executable, "-m", "enricher.lint", "--help"],
+        cwd=rev,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    return flag in proc.stdout
+
+
+def _legacy_config() -> Path:
+    path = Path(tempfile.gettempdir()) / "enricher-lint-corpus-legacy.yaml"
+    path.write_text("page_severities: [critical, page]\n")
+    return path
 
 
 def package_location(rev: Path | None) -> str:
