@@ -19,9 +19,9 @@ from typing import TextIO
 
 import yaml
 
-from enricher.lint import compat, promql
+from enricher.lint import compat
 from enricher.lint.durations import parse_duration
-from enricher.lint.model import Problem, Rule, RuleFile, Severity
+from enricher.lint.model import Problem, Rule, RuleFile
 from enricher.lint.templates import parse_template
 
 _NULL = "tag:yaml.org,2002:null"
@@ -178,7 +178,7 @@ def _read(path: str, out: Inputs) -> str | None:
 
 
 def _add(out: Inputs, path: str, text: str, *, explicit: bool) -> None:
-    rf, directives = load_text(path, text, explicit=explicit)
+    rf, directives = load_text(path, text, explicit=explicit, lazy=True)
     if rf is not None:
         out.files.append(rf)
         if directives:
@@ -186,9 +186,13 @@ def _add(out: Inputs, path: str, text: str, *, explicit: bool) -> None:
 
 
 def load_text(
-    path: str, text: str, *, explicit: bool = True
+    path: str, text: str, *, explicit: bool = True, lazy: bool = False
 ) -> tuple[RuleFile | None, list[Directive]]:
-    """Parse one file's text. None when a searched (not named) file is not a rule file."""
+    """Parse one file's text. None when a searched (not named) file is not a rule file.
+
+    With `lazy`, each rule's PromQL is parsed when a check first reads `rule.query` (the
+    engine does, before checking the rule), so work split across processes is not repeated.
+    """
     rf = RuleFile(path)
     if _too_deep(text):
         rf.problems.append(Problem(1, f"YAML is nested more than {MAX_YAML_DEPTH} levels deep"))
@@ -215,6 +219,9 @@ def load_text(
         return None, []
     directives = _directives(text, docs) if "enricher-lint" in text else []
     _apply_directives(rf, directives, text)
+    if not lazy:
+        for rule in rf.rules:
+            rule.query  # noqa: B018 - parse now
     return rf, directives
 
 
@@ -502,20 +509,7 @@ def _rule(node: yaml.MappingNode, path: str, group: str) -> Rule:
     if not rule.expr.strip():
         p.append(Problem(rule.line, "field 'expr' must be set in rule"))
     else:
-        try:
-            rule.query = promql.parse(rule.expr)
-        except ValueError as exc:
-            p.append(Problem(rule.expr_line, f"could not parse expression: {exc}"))
-        except (promql.TooComplex, RecursionError) as exc:
-            why = exc if isinstance(exc, promql.TooComplex) else "nested too deeply"
-            p.append(
-                Problem(
-                    rule.expr_line,
-                    f"expression not checked: {why}",
-                    "simplify it or split it into recording rules",
-                    Severity.INFO,
-                )
-            )
+        rule._unparsed = True  # parsed on first use of `query`; load_text(lazy=False): now
     if rule.is_record:
         if not METRIC_NAME.match(record):
             p.append(Problem(rule.keys["record"], f"invalid recording rule name: {record}"))

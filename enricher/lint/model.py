@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from enricher.lint import promql
 from enricher.lint.promql import Query
 
 
@@ -90,8 +91,24 @@ class Rule:
     annotations: dict[str, str] = field(default_factory=dict)
     annotation_lines: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    query: Query | None = None
+    _query: Query | None = None
+    # The expression is parsed on first use of `query` when the loader was asked to be lazy:
+    # a run split over two processes then parses each rule once, in the process checking it.
+    _unparsed: bool = False
     disabled: frozenset[str] = frozenset()
+
+    @property
+    def query(self) -> Query | None:
+        """The parsed expression (None when it does not parse: `problems` says why)."""
+        if self._unparsed:
+            self._unparsed = False
+            self._query = _parse(self)
+        return self._query
+
+    @query.setter
+    def query(self, value: Query | None) -> None:
+        self._unparsed = False
+        self._query = value
 
     @property
     def is_alert(self) -> bool:
@@ -123,3 +140,22 @@ class RuleFile:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     disabled: frozenset[str] = frozenset()
+
+
+def _parse(rule: Rule) -> Query | None:
+    """Parse `rule.expr`, recording why it does not parse among the rule's problems."""
+    try:
+        return promql.parse(rule.expr)
+    except ValueError as exc:
+        rule.problems.append(Problem(rule.expr_line, f"could not parse expression: {exc}"))
+    except (promql.TooComplex, RecursionError) as exc:
+        why = exc if isinstance(exc, promql.TooComplex) else "nested too deeply"
+        rule.problems.append(
+            Problem(
+                rule.expr_line,
+                f"expression not checked: {why}",
+                "simplify it or split it into recording rules",
+                Severity.INFO,
+            )
+        )
+    return None

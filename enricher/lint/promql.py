@@ -166,7 +166,16 @@ NO_LABELS = Labels(frozenset())
 class Query:
     """A parsed expression and the facts checks read from it (the costlier ones on demand)."""
 
-    __slots__ = ("_functions", "_labels", "calls", "features", "root", "selectors", "versioned")
+    __slots__ = (
+        "_functions",
+        "_labels",
+        "_memo",
+        "calls",
+        "features",
+        "root",
+        "selectors",
+        "versioned",
+    )
 
     def __init__(
         self,
@@ -185,13 +194,18 @@ class Query:
         self.versioned = versioned
         self._labels: Labels | None = None
         self._functions: frozenset[str] | None = None
+        self._memo: dict[int, Labels | None] = {}
 
     @property
     def labels(self) -> Labels:
         """The labels the result can carry; see `output_labels`."""
         if self._labels is None:
-            self._labels = output_labels(self.root)
+            self._labels = self.labels_of(self.root)
         return self._labels
+
+    def labels_of(self, node: Node) -> Labels:
+        """`output_labels(node)` for a node of this query, each subtree computed once."""
+        return _labels_of(node, self._memo) or NO_LABELS
 
     def functions(self) -> frozenset[str]:
         if self._functions is None:
@@ -340,7 +354,7 @@ def _duration_kind(text: str, features: set[str]) -> None:
 def _regex_value(literal: str) -> str:
     """The value of a PromQL string literal, unquoted as Go unquotes it: a `raw` string has no
     escapes (promql-parser applies them there too, so raw strings never reach it)."""
-    if literal[0] == "`":
+    if literal[0] == "`" or "\\" not in literal:
         return literal[1:-1]
     node = _pp.parse(literal)
     return str(node.val)
@@ -493,21 +507,41 @@ def children(node: Node) -> list[Node]:
 
 
 def walk(node: Node) -> Iterator[Node]:
-    """Every node, parents before children."""
+    """Every node, parents before children (left to right): the order `children` gives."""
     stack = [node]
+    push = stack.append
     while stack:
         n = stack.pop()
         yield n
-        stack.extend(reversed(children(n)))
+        t = type(n)
+        if t is Bin:
+            push(n.rhs)  # type: ignore[union-attr]
+            push(n.lhs)  # type: ignore[union-attr]
+        elif t is Call:
+            stack.extend(reversed(n.args))  # type: ignore[union-attr]
+        elif t is Agg:
+            push(n.expr)  # type: ignore[union-attr]
+            if n.param is not None:  # type: ignore[union-attr]
+                push(n.param)  # type: ignore[union-attr]
+        elif t is Sub or t is Neg:
+            push(n.expr)  # type: ignore[union-attr]
 
 
 def output_labels(node: Node) -> Labels:
     """Labels the series returned by `node` can carry (pint's "labels that survive")."""
-    return _labels_of(node) or NO_LABELS
+    return _labels_of(node, {}) or NO_LABELS
 
 
-def _labels_of(node: Node) -> Labels | None:
+def _labels_of(node: Node, memo: dict[int, Labels | None]) -> Labels | None:
     """As output_labels, or None when `node` is a scalar or string, not series."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    got = memo[key] = _compute_labels(node, memo)
+    return got
+
+
+def _compute_labels(node: Node, memo: dict[int, Labels | None]) -> Labels | None:
     if isinstance(node, Sel):
         return Labels(
             None,
@@ -519,9 +553,9 @@ def _labels_of(node: Node) -> Labels | None:
     if isinstance(node, Num | Str):
         return None
     if isinstance(node, Sub | Neg):
-        return _labels_of(node.expr)
+        return _labels_of(node.expr, memo)
     if isinstance(node, Agg):
-        inner = _labels_of(node.expr) or NO_LABELS
+        inner = _labels_of(node.expr, memo) or NO_LABELS
         if node.op in _PRESERVING_AGGS:
             return inner
         if node.by is not None:
@@ -536,12 +570,12 @@ def _labels_of(node: Node) -> Labels | None:
             result = result.add(frozenset((node.param.value,)))
         return result
     if isinstance(node, Call):
-        return _call_labels(node)
+        return _call_labels(node, memo)
     # Binary operators: a scalar side contributes nothing.
-    left = _labels_of(node.lhs)
+    left = _labels_of(node.lhs, memo)
     if node.op in ("and", "unless") and left is not None:
         return left
-    right = _labels_of(node.rhs)
+    right = _labels_of(node.rhs, memo)
     if left is None or right is None:
         return left or right
     if node.op == "or":
@@ -559,7 +593,7 @@ def _labels_of(node: Node) -> Labels | None:
     return left
 
 
-def _call_labels(node: Call) -> Labels | None:
+def _call_labels(node: Call, memo: dict[int, Labels | None]) -> Labels | None:
     f = node.func
     if node.returns != "vector":
         return None
@@ -571,7 +605,7 @@ def _call_labels(node: Call) -> Labels | None:
             names = frozenset(m.name for m in arg.matchers if m.op == "=" and m.name != "__name__")
             return Labels(names, frozenset(), names)
         return NO_LABELS
-    result = next((r for a in node.args if (r := _labels_of(a)) is not None), None)
+    result = next((r for a in node.args if (r := _labels_of(a, memo)) is not None), None)
     if result is None:
         return NO_LABELS
     if f == "histogram_quantile":

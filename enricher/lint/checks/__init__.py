@@ -17,6 +17,7 @@ recording-rule lookups computed once here.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -90,7 +91,7 @@ class Context:
 
     def __post_init__(self) -> None:
         for rule in self.rules:
-            if rule.is_record and rule.query is not None:
+            if rule.is_record and rule.expr:  # not `rule.query`: that would parse every rule
                 self.records.setdefault(rule.name, []).append(rule)
 
     def is_page(self, rule: Rule) -> bool:
@@ -117,6 +118,14 @@ class Context:
         if not wanted:
             return rules
         label, value = wanted[0]
+        if len(rules) > 8:
+            # Many recordings of one name (one per service, say): find the likely sources from
+            # the text of their expressions, so only those are parsed (and checked exactly).
+            likely = self._likely(sel.name, label, rules, value)  # type: ignore[arg-type]
+            found = [r for r in likely if self._pins(r).get(label, value) == value]
+            if len(wanted) > 1:
+                found = [r for r in found if all(self._pins(r).get(k, v) == v for k, v in wanted)]
+            return found
         index = self._pin_index.get((sel.name, label))  # type: ignore[arg-type]
         if index is None:
             index = {}
@@ -127,6 +136,35 @@ class Context:
         if len(wanted) > 1:
             found = [r for r in found if all(self._pins(r).get(k, v) == v for k, v in wanted)]
         return found
+
+    def _likely(self, name: str, label: str, rules: list[Rule], value: str) -> list[Rule]:
+        """Recordings of `name` that may pin `label` to `value`, judged from their text: a
+        static label decides; `label="v"` in the expression may pin it to v (a series whose
+        label was aggregated away matches no `label="value"` selector either); an expression
+        that never names `label` lets it through unpinned (so may match any value). Missed:
+        `x{label="a"} or y`, where y's series keep any value."""
+        key = ("text", name, label)
+        index = self._pin_index.get(key)  # type: ignore[arg-type]
+        if index is None:
+            index = {}
+            pattern = re.compile(
+                rf"\b{re.escape(label)}\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'|`([^`]*)`)"
+            )
+            for r in rules:
+                static = r.labels.get(label)
+                if static is not None:
+                    index.setdefault(static, []).append(r)
+                    continue
+                if label not in r.expr:
+                    index.setdefault(None, []).append(r)
+                    continue
+                values = {a or b or c for a, b, c in pattern.findall(r.expr)}
+                if not values or any("\\" in v for v in values):
+                    index.setdefault(None, []).append(r)  # cannot tell from text: check it
+                for v in values:
+                    index.setdefault(v, []).append(r)
+            self._pin_index[key] = index  # type: ignore[index]
+        return index.get(value, []) + index.get(None, [])
 
     def _pins(self, rule: Rule) -> dict[str, str]:
         """Label values every series of a recording rule carries (static labels, kept matchers)."""

@@ -146,19 +146,22 @@ def _is_counter(name: str, ctx: Context) -> bool:
     return False
 
 
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_RATED = re.compile(r"\b(?:rate|irate|increase|resets)\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)")
+
+
 def _evidence(ctx: Context) -> tuple[set[str], set[str]]:
-    """Names some linted rule takes rate() of, and every name the linted rules read."""
+    """Names some linted rule takes rate() of, and every name the linted rules mention.
+
+    Read from the expressions' text, not their parsed trees: this runs over every rule of the
+    run, and a lazy run parses only the rules it checks. A name inside a string literal may
+    count as read; that only ever makes a `_count`/`_sum` look like a counter's part, as the
+    `_bucket` beside it says it is.
+    """
     got = ctx.cache.get(_CACHE)
     if got is None:
-        rated: set[str] = set()
-        names: set[str] = set()
-        for r in ctx.rules:
-            if r.query is None:
-                continue
-            names.update(s.name for s in r.query.selectors if s.name)
-            for call in r.query.calls:
-                arg = call.args[0] if call.args else None
-                if call.func in _RATE_FUNCS and isinstance(arg, Sel) and arg.name:
-                    rated.add(arg.name)
+        text = "\n".join(r.expr for r in ctx.rules if r.expr)
+        rated = set(_RATED.findall(text))
+        names = set(_NAME.findall(text))
         got = ctx.cache[_CACHE] = (rated, names)
     return got

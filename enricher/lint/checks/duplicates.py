@@ -44,6 +44,7 @@ Good:
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from enricher.lint.model import Finding, Rule, Severity
@@ -69,6 +70,10 @@ def _key(rule: Rule) -> tuple:
     if rule.is_alert:
         return (where, "alert", rule.name, labels, _output_pins(rule))
     return (where, "record", rule.name, labels, _text(rule))
+
+
+def _static(rule: Rule) -> tuple:
+    return (os.path.dirname(rule.path), rule.kind, rule.name, tuple(sorted(rule.labels.items())))
 
 
 def _text(rule: Rule) -> str:
@@ -173,8 +178,13 @@ def _index(ctx: Context) -> dict[int, Rule]:
     first: dict[int, Rule] = {}
     records: dict[tuple, Rule] = {}
     buckets: dict[tuple, _Bucket] = {}
+    # Only rules sharing directory, kind, name and static labels can collide: count those
+    # first, so the queries of the (many) rules with no twin are never needed.
+    twins = Counter(_static(r) for r in ctx.rules if r.kind)
     for r in ctx.rules:
-        if not r.kind or r.query is None:
+        if not r.kind or twins[_static(r)] < 2:
+            continue
+        if r.is_alert and r.query is None:  # a recording rule's key is its text: no parse
             continue
         key = _key(r)
         if r.is_record:

@@ -42,10 +42,10 @@ from enricher.lint.promql import (
     Labels,
     Neg,
     Node,
+    Query,
     Sel,
     Str,
     Sub,
-    output_labels,
     walk,
 )
 
@@ -75,7 +75,7 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
             continue
         if _scalar(node.lhs) or _scalar(node.rhs):
             continue
-        problem = _never_matches(node, ctx)
+        problem = _never_matches(node, ctx, rule.query)
         if problem:
             msg = f"{problem}: no series pair up, so `{node.op}` returns nothing"
             hint = "match on labels both sides keep: add them to both by(...) clauses or on(...)"
@@ -83,8 +83,8 @@ def check(rule: Rule, ctx: Context) -> list[Finding]:
     return out
 
 
-def _never_matches(node: Bin, ctx: Context) -> str | None:
-    left, right = output_labels(node.lhs), output_labels(node.rhs)
+def _never_matches(node: Bin, ctx: Context, query: Query) -> str | None:
+    left, right = query.labels_of(node.lhs), query.labels_of(node.rhs)
     if node.on is not None:
         compared: frozenset[str] | None = frozenset(node.on)
         ignored: frozenset[str] = frozenset()
