@@ -1,0 +1,87 @@
+"""A run split over two processes finds exactly what one process finds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from enricher.lint import engine
+from enricher.lint.config import Config
+from enricher.lint.loader import read_inputs
+
+RULES_PER_FILE = 450  # four files: above engine.PARALLEL_MIN_RULES
+
+
+def _file(i: int) -> str:
+    out = ["groups:", f"  - name: g{i}", "    rules:"]
+    for n in range(RULES_PER_FILE // 3):
+        svc = f"svc{i}x{n}"
+        out += [
+            "      - record: service:http_errors:ratio_rate5m",
+            "        expr: |",
+            f'          sum by (service) (rate(http_requests_total{{service="{svc}",code=~"5.."}}'
+            "[5m]))",
+            f'          / sum by (service) (rate(http_requests_total{{service="{svc}"}}[5m]))',
+            f"      - alert: HighErrors{n}",
+            f'        expr: service:http_errors:ratio_rate5m{{service="{svc}"}} > 0.05',
+            "        for: 10m",
+            "        labels: {severity: critical, team: t, service: " + svc + "}",
+            "        annotations: {summary: errors}",
+            # bugs: a count() that is never 0, a rate over a gauge, a label the query drops
+            f"      - alert: Broken{n}",
+            f'        expr: count(up{{job="{svc}"}}) == 0 or rate(node_load_ratio[5m]) > 1',
+            "        labels: {severity: warning, team: t, service: " + svc + "}",
+            "        annotations: {summary: '{{ $labels.instance }} broken'}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for i in range(4):
+        (tmp_path / f"r{i}.yml").write_text(_file(i))
+    return tmp_path
+
+
+def _lint(tree: Path) -> list:
+    inputs = read_inputs([str(tree)], None)  # type: ignore[arg-type]
+    return engine.lint(inputs, Config())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_two_processes_find_what_one_finds(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    forks = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "fork", counting_fork)
+    split = _lint(tree)
+    assert forks, "the run did not split: the test exercises nothing"
+    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
+    forks.clear()
+    single = _lint(tree)
+    assert not forks
+    assert single, "the fixture holds bugs: findings expected"
+    assert {f.check for f in single} >= {"impossible", "promql", "annotations"}
+    assert split == single
+
+
+def test_a_failing_child_falls_back_to_one_process(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
+    expected = _lint(tree)
+    monkeypatch.delenv("ENRICHER_LINT_JOBS")
+
+    def broken_fork() -> int:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(os, "fork", broken_fork)
+    assert _lint(tree) == expected
