@@ -88,16 +88,16 @@ def lint(
                     findings.extend(check_file(rf, ctx))
                 except Exception as exc:
                     findings.append(_internal_error(module, rf, exc))
-        runs = [m for m in checks if m.ID not in rf.disabled]
+        runs = [(m, m.ID, m.check) for m in checks if m.ID not in rf.disabled]
+        syntax_only = [r for r in runs if r[1] == "syntax"]
         for rule in rf.rules:
             valid = bool(rule.kind) and rule.query is not None
-            for module in runs:
-                if rule.disabled and module.ID in rule.disabled:
-                    continue
-                if not valid and module.ID != "syntax":
+            disabled = rule.disabled
+            for module, check_id, check in runs if valid else syntax_only:
+                if disabled and check_id in disabled:
                     continue
                 try:
-                    found = module.check(rule, ctx)
+                    found = check(rule, ctx)
                 except Exception as exc:  # a bug in one check must not hide the others' findings
                     found = [_internal_error(module, rule, exc)]
                 if found:
