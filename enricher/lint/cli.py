@@ -218,21 +218,33 @@ def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int
         stderr.write(f"enricher lint: {exc}\n")
         return 2
 
-    from enricher.lint.engine import lint
-    from enricher.lint.loader import read_inputs
+    from enricher.lint.split import read_and_lint
 
-    inputs = read_inputs(args.paths, stdin)
+    live = None
+    if args.prometheus:
+        from enricher.lint.live import Live, LiveError
+
+        live = Live(args.prometheus, config.lookback)
+        try:
+            live.ping()
+        except LiveError as exc:
+            stderr.write(f"enricher lint: {exc}\n")
+            return 2
+    try:
+        inputs, configs, findings = read_and_lint(
+            args.paths,
+            stdin,
+            config,
+            resolver.for_files if resolver is not None else None,
+            live,
+        )
+    except ConfigError as exc:
+        stderr.write(f"enricher lint: {exc}\n")
+        return 2
     for problem in inputs.unreadable:
         stderr.write(f"enricher lint: cannot read {problem}\n")
     for path in inputs.empty:
         stderr.write(f"enricher lint: no rule files found in {path}\n")
-    configs: dict[str, Config] = {}
-    if resolver is not None:
-        try:
-            configs = resolver.for_files([rf.path for rf in inputs.files])
-        except ConfigError as exc:
-            stderr.write(f"enricher lint: {exc}\n")
-            return 2
     changes = None
     if args.changed_since is not None:
         from enricher.lint.vcs import GitError, changed_lines
@@ -244,17 +256,6 @@ def _main(argv: list[str], stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int
         except GitError as exc:
             stderr.write(f"enricher lint: {exc}\n")
             return 2
-    live = None
-    if args.prometheus:
-        from enricher.lint.live import Live, LiveError
-
-        live = Live(args.prometheus, config.lookback)
-        try:
-            live.ping()
-        except LiveError as exc:
-            stderr.write(f"enricher lint: {exc}\n")
-            return 2
-    findings = lint(inputs, config, live, configs)
     if changes is not None:
         findings = only_changed(findings, inputs, changes)
     if live is not None and live.errors:

@@ -33,8 +33,15 @@ def lint(
     prometheus: Any = None,
     configs: Mapping[str, Config] | None = None,
     today: date | None = None,
+    only: frozenset[str] | None = None,
+    cross: bool = True,
 ) -> list[Finding]:
-    """Every finding for `inputs`, sorted by file and line."""
+    """Every finding for `inputs`, sorted by file and line.
+
+    `only` restricts the per-rule and per-file checks to those files (every rule is still
+    read for the cross-file lookups); `cross=False` leaves out the checks over the whole set
+    (`check_all`). `enricher.lint.split` uses both to share one run between two processes.
+    """
     modules = load_checks()
     known = {m.ID for m in modules}
     configs = configs or {}
@@ -104,14 +111,17 @@ def lint(
                     findings.extend(found)
         return findings
 
-    findings = _parallel(per_file, inputs.files, prometheus is None)
+    if only is not None:
+        findings = per_file([rf for rf in inputs.files if rf.path in only])
+    else:
+        findings = _parallel(per_file, inputs.files, prometheus is None)
     cross = checks_for(config)
     if configs:
         ids = {
             m.ID for cfg in {id(c): c for c in configs.values()}.values() for m in checks_for(cfg)
         }
         cross = [m for m in modules if m.ID in ids or m in cross]
-    if inputs.files:
+    if inputs.files and cross:
         by_path = {rf.path: rf for rf in inputs.files}
         for module in cross:
             check_all = getattr(module, "check_all", None)

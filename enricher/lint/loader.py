@@ -135,22 +135,64 @@ def read_inputs(paths: Iterable[str], stdin: TextIO) -> Inputs:
     A directory that yields no rule file is recorded in `empty` (the command exits 2: a CI
     job pointed at the wrong directory must not pass with "no problems").
     """
-    out = Inputs()
+    targets = discover(paths, stdin)
+    return finish(targets, load_targets(targets))
+
+
+@dataclass(slots=True)
+class Target:
+    """One file to read: named on the command line (`explicit`) or found in `origin`, a
+    directory given on the command line; `text` is set for stdin."""
+
+    path: str
+    explicit: bool
+    origin: str | None = None
+    text: str | None = None
+
+
+def discover(paths: Iterable[str], stdin: TextIO) -> list[Target]:
+    """The files the paths stand for, in order, without reading them (except stdin)."""
+    out: list[Target] = []
     for path in paths:
         if path == "-":
-            _add(out, "<stdin>", stdin.read(), explicit=True)
+            out.append(Target("<stdin>", True, text=stdin.read()))
         elif os.path.isdir(path):
-            before = len(out.files)
-            for file in _yaml_files(path):
-                text = _read(file, out)
-                if text is not None and ("groups" in text):
-                    _add(out, file, text, explicit=False)
-            if len(out.files) == before:
-                out.empty.append(path)
+            found = [Target(file, False, origin=path) for file in _yaml_files(path)]
+            out.extend(found or [Target("", False, origin=path)])  # "": a directory of none
         else:
-            text = _read(path, out)
-            if text is not None:
-                _add(out, path, text, explicit=True)
+            out.append(Target(path, True))
+    return out
+
+
+def load_targets(targets: Iterable[Target]) -> Inputs:
+    """Read and load `targets`; `empty` is left to `finish`, which sees every part."""
+    out = Inputs()
+    for t in targets:
+        if not t.path:
+            continue
+        text = t.text if t.text is not None else _read(t.path, out)
+        if text is None or (not t.explicit and "groups" not in text):
+            continue
+        _add(out, t.path, text, explicit=t.explicit)
+    return out
+
+
+def finish(targets: list[Target], *parts: Inputs) -> Inputs:
+    """Join loaded parts (in target order) and record the directories that held no rules."""
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        out = Inputs()
+        for part in parts:
+            out.files.extend(part.files)
+            out.unreadable.extend(part.unreadable)
+            out.directives.update(part.directives)
+    loaded = {rf.path for rf in out.files}
+    dirs: dict[str, bool] = {}
+    for t in targets:
+        if t.origin is not None:
+            dirs[t.origin] = dirs.get(t.origin, False) or t.path in loaded
+    out.empty.extend(d for d, found in dirs.items() if not found)
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enricher.lint import engine
+from enricher.lint import engine, split
 from enricher.lint.config import Config
 from enricher.lint.loader import read_inputs
 
@@ -85,3 +85,42 @@ def test_a_failing_child_falls_back_to_one_process(
 
     monkeypatch.setattr(os, "fork", broken_fork)
     assert _lint(tree) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_reading_split_over_two_processes_finds_what_one_finds(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's path: each process reads half the files, they swap them, each checks its own."""
+    forks = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "fork", counting_fork)
+    inputs, _, together = split.read_and_lint([str(tree)], None, Config(), None)  # type: ignore[arg-type]
+    assert len(forks) == 1
+    assert [rf.path for rf in inputs.files] == sorted(str(p) for p in tree.glob("*.yml"))
+    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
+    alone = _lint(tree)
+    assert together and together == alone
+
+
+def test_reading_split_survives_a_child_that_dies(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
+    alone = _lint(tree)
+    monkeypatch.delenv("ENRICHER_LINT_JOBS")
+
+    def dying_child(*args: object) -> None:
+        os._exit(3)
+
+    monkeypatch.setattr(split, "_child", dying_child)
+    inputs, _, found = split.read_and_lint([str(tree)], None, Config(), None)  # type: ignore[arg-type]
+    assert len(inputs.files) == 4
+    assert found == alone
