@@ -110,13 +110,65 @@ class IntakeConfig(_Model):
 _SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class RedisStoreConfig(_Model):
+    """The Redis backend (`store.backend: redis`); see `enricher/store/redis.py`."""
+
+    # redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path/redis.sock
+    url: str = "redis://127.0.0.1:6379/0"
+    # Set instead of a password in the URL (the file wins over the inline value).
+    password: str | None = None
+    password_file: Path | None = None
+    # Every key starts with this: several services (or test runs) can share one Redis.
+    prefix: str = Field(default="enricher:", min_length=1, max_length=100)
+    # Refuse to start unless the server acknowledges a write only once it is fsynced
+    # (appendonly yes, appendfsync always, no eviction); false runs anyway, warning loudly.
+    require_durable: bool = True
+    # How long a notification's idempotency key is remembered: a re-delivery after this is a
+    # new notification. Keep it at least as long as Alertmanager's repeat_interval.
+    idempotency_ttl: PositiveSeconds = 7 * 86400.0
+    socket_timeout: PositiveSeconds = 2.0
+    connect_timeout: PositiveSeconds = 2.0
+    # Connections in the pool; a call waits up to socket_timeout for a free one.
+    max_connections: int = Field(default=128, ge=1, le=10_000)
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _prefix(cls, value: Any) -> Any:
+        """An unquoted `svc:` (in the file or ENRICHER_STORE__REDIS__PREFIX) reads as YAML's
+        mapping {svc: null}: take it back as the text it was."""
+        if isinstance(value, dict) and len(value) == 1:
+            [(key, inner)] = value.items()
+            if inner is None and isinstance(key, str):
+                return f"{key}:"
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest:
+            raise ValueError(
+                "must be a redis://host:port/db, rediss://host:port/db or unix:///path URL"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _load(self) -> RedisStoreConfig:
+        self.password = _read_secret(self.password, self.password_file, "password_file")
+        return self
+
+
 class StoreConfig(_Model):
-    backend: str = Field(default="sqlite", pattern="^(sqlite)$")
+    backend: Literal["sqlite", "redis"] = "sqlite"
     # FULL: a 2xx means the notification reached the disk. NORMAL trades that for speed.
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     max_batch: int = Field(default=512, ge=1, le=10_000)
     # Finished notifications, pages and deploy events older than this are deleted.
     retention: Seconds = Field(default=14 * 86400.0, ge=3600)
+    redis: RedisStoreConfig = Field(default_factory=RedisStoreConfig)
 
     @field_validator("synchronous", mode="before")
     @classmethod
