@@ -18,6 +18,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"enricher: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    if args.processes > 1:
+        from enricher import logs
+        from enricher.supervisor import run_processes
+
+        logs.setup(config.log_level)
+        return run_processes(config, args.processes)
     from enricher.server import run
 
     return run(config)
@@ -78,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML configuration file (default: embedded defaults)")
     serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
     serve.add_argument("--data-dir", dest="data_dir", help="directory for the durable store")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N service processes on one socket (needs store.backend: redis)",
+    )
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

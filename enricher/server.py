@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -355,7 +356,11 @@ def create_app(config: Config, **service_kwargs: Any) -> web.Application:
     return app
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config, stop: asyncio.Event | None = None, sock: socket.socket | None = None
+) -> None:
+    """Run the service until `stop` (or SIGTERM/SIGINT). `sock`: a listening socket shared
+    with sibling processes (`enricher serve --processes N`), instead of binding `listen`."""
     raise_open_file_limit()
     app = create_app(config)
     svc = app[SERVICE]
@@ -373,7 +378,12 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     svc.connections = connections
     host, port = config.host_port
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(connections, host, port, backlog=1024, reuse_address=True)
+    if sock is not None:
+        listener = await loop.create_server(connections, sock=sock, backlog=1024)
+    else:
+        listener = await loop.create_server(
+            connections, host, port, backlog=1024, reuse_address=True
+        )
     # Start-up objects never die: keep them out of every collection, and collect young
     # objects less often, so collector pauses do not show up as acknowledgement latency.
     gc.freeze()
@@ -391,7 +401,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     log.info("stopped")
 
 
-def run(config: Config) -> int:
+def run(config: Config, sock: socket.socket | None = None) -> int:
     logs.setup(config.log_level)
     for warning in config.exposure_warnings():
         log.warning(warning)
@@ -404,7 +414,7 @@ def run(config: Config) -> int:
         loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(config))
+            runner.run(serve(config, sock=sock))
     except StoreError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

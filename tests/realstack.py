@@ -140,7 +140,7 @@ class _Process:
     def _wait_ready(self, url: str, timeout: float) -> None:
         def ready() -> bool:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
+                return True  # exited: stop waiting (wait_until would retry an exception)
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     return resp.status == 200
@@ -149,6 +149,8 @@ class _Process:
 
         try:
             wait_until(ready, timeout, what=f"{self.name} ready at {url}")
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited")
         except (TimeoutError, RuntimeError):
             self.stop()
             raise RuntimeError(f"{self.name} did not become ready:\n{self.log()[-3000:]}") from None
@@ -286,6 +288,7 @@ class Enricher(_Process):
         self.data_dir = data_dir or (self.workdir / "data")
         self.config_path: Path | None = None
         self.env = dict(env or {})
+        self.extra_args: list[str] = []
         # Pages need the read credentials: the intake's bearer token unless api.auth is set.
         auth = dict(config or {}).get("api", {}).get("auth") or dict(config or {}).get(
             "intake", {}
@@ -309,6 +312,7 @@ class Enricher(_Process):
         ]
         if self.config_path:
             argv += ["--config", str(self.config_path)]
+        argv += self.extra_args
         self._spawn(argv, env={"PYTHONPATH": str(REPO), **self.env})
         self._wait_ready(f"{self.url}/readyz", 30)
         return self
@@ -342,3 +346,69 @@ def stop_all(procs: Iterable[subprocess.Popen[Any]], timeout: float = 10.0) -> N
             p.wait(timeout)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+REDIS_SERVER = shutil.which("redis-server")
+START_TIMEOUT_S = 20.0
+
+
+class RedisServer:
+    """One redis-server process; `kill` and `start` again keep its port and directory."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.extra = extra
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        assert REDIS_SERVER is not None
+        args = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            *self.extra,
+        ]  # fmt: skip
+        with open(self.dir / "redis.log", "ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        end = time.monotonic() + START_TIMEOUT_S
+        while not self.ping():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"redis-server did not start: {log}")
+            time.sleep(0.02)
+        return self
+
+    def ping(self) -> bool:
+        """PING answered with PONG (not LOADING while the AOF is read back)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final AOF flush, like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()

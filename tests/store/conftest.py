@@ -5,11 +5,6 @@ stopped afterwards. The tests that need it are skipped where `redis-server` is n
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,77 +13,9 @@ from typing import Any
 import pytest
 
 from enricher.config import RedisStoreConfig
+from tests.realstack import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
-START_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """One redis-server process; `kill` and `start` again keep its port and directory."""
-
-    def __init__(self, directory: Path, *extra: str) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.extra = extra
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        assert REDIS_SERVER is not None
-        args = [
-            REDIS_SERVER,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.dir),
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--save", "",
-            *self.extra,
-        ]  # fmt: skip
-        with open(self.dir / "redis.log", "ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        end = time.monotonic() + START_TIMEOUT_S
-        while not self.ping():
-            if self.proc.poll() is not None or time.monotonic() > end:
-                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
-                self.stop()
-                raise RuntimeError(f"redis-server did not start: {log}")
-            time.sleep(0.02)
-        return self
-
-    def ping(self) -> bool:
-        """PING answered with PONG (not LOADING while the AOF is read back)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final AOF flush, like a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+__all__ = ["REDIS_SERVER", "RedisServer"]
 
 
 def _need_redis() -> None:
