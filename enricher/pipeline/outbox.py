@@ -86,10 +86,14 @@ class Outbox:
         """Deliver a stored page's pending rows, then finish its job."""
         task = asyncio.create_task(self._run(job, page, rows), name=f"deliver-{job.id}")
         self.inflight[job.id] = task
-        task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
+        task.add_done_callback(lambda t, jid=job.id: self._finished(jid, t))
 
-    def _finished(self, job_id: int) -> None:
-        self.inflight.pop(job_id, None)
+    def _finished(self, job_id: int, task: asyncio.Task[None]) -> None:
+        # A finished delivery may already have queued the page's update under the same job
+        # id (`_run` -> `_requeue` -> `submit`): leave that entry, or its lease would no
+        # longer be renewed and another worker would send the update a second time.
+        if self.inflight.get(job_id) is task:
+            del self.inflight[job_id]
         self.on_done(job_id)
 
     async def request_update(self, page_id: int) -> None:
