@@ -30,13 +30,13 @@ STORM = 2000
 
 
 class Pager:
-    """The notifier double: counts every delivery by the page's group key, and the pages
-    (page ids) each notification became: one notification paged twice is two page ids; the
-    same page delivered twice (a send in flight when its process died) is one."""
+    """The notifier double (a webhook receiver): every delivery, by the page's group key, with
+    when it arrived. `pages` gives the pages (page ids) each notification became: one
+    notification paged twice is two page ids; the same page delivered twice (a send in flight
+    when its process died) is one."""
 
     def __init__(self) -> None:
-        self.deliveries: collections.Counter[str] = collections.Counter()
-        self.pages: dict[str, set[int]] = collections.defaultdict(set)
+        self.received: dict[str, list[tuple[float, dict[str, Any]]]] = collections.defaultdict(list)
         self.lock = threading.Lock()
         pager = self
 
@@ -47,10 +47,10 @@ class Pager:
                 return None
 
             def do_POST(self) -> None:
+                at = time.time()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with pager.lock:
-                    pager.deliveries[body["group_key"]] += 1
-                    pager.pages[body["group_key"]].add(body["id"])
+                    pager.received[body["group_key"]].append((at, body))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -60,9 +60,19 @@ class Pager:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/page"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def paged(self) -> int:
+    @property
+    def deliveries(self) -> collections.Counter[str]:
         with self.lock:
-            return len(self.deliveries)
+            return collections.Counter({g: len(d) for g, d in self.received.items()})
+
+    @property
+    def pages(self) -> dict[str, set[int]]:
+        with self.lock:
+            return {g: {body["id"] for _, body in d} for g, d in self.received.items()}
+
+    def paged(self, groups: set[str] | None = None) -> int:
+        with self.lock:
+            return len(self.received if groups is None else groups & set(self.received))
 
     def close(self) -> None:
         self.server.shutdown()

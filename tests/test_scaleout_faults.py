@@ -28,7 +28,6 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from tests.doubles.slack import TOKEN as SLACK_TOKEN
 from tests.doubles.slack import SlackDouble
 from tests.doubles.tempo import TempoDouble
 from tests.realstack import REDIS_SERVER, Enricher, RedisServer, free_port, wait_until
-from tests.test_scaleout import Sender
+from tests.test_scaleout import Pager, Sender
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
@@ -62,44 +61,6 @@ CHANNEL = "#payments-oncall"
 # enricher itself sends at the deadline minus its 1 s delivery reserve.
 STAMP_SLACK_S = 0.5
 _PAGE_ID = re.compile(r"\bpage (\d+) · alert-enricher")
-
-
-class TimedPager:
-    """The webhook receiver: each delivery of a page, by group key, with when it came."""
-
-    def __init__(self) -> None:
-        self.deliveries: dict[str, list[tuple[float, dict[str, Any]]]] = collections.defaultdict(
-            list
-        )
-        self.lock = threading.Lock()
-        pager = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                at = time.time()
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with pager.lock:
-                    pager.deliveries[body["group_key"]].append((at, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/page"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def paged(self, groups: set[str]) -> int:
-        with self.lock:
-            return len(groups & set(self.deliveries))
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 class SlackWindow:
@@ -206,12 +167,12 @@ def _ts(text: str) -> float:
 
 
 def _assert_paged_once_by_deadline(
-    pager: TimedPager, groups: set[str], stored: dict[int, dict[str, Any]]
+    pager: Pager, groups: set[str], stored: dict[int, dict[str, Any]]
 ) -> tuple[dict[str, dict[str, Any]], float]:
     """One page per notification, delivered once to the pager by the page's deadline;
     returns each group's stored page and the latest delivery relative to its deadline."""
     with pager.lock:
-        got = {g: list(d) for g, d in pager.deliveries.items() if g in groups}
+        got = {g: list(d) for g, d in pager.received.items() if g in groups}
     assert set(got) == groups, f"{len(groups - set(got))} notifications never paged"
     # No process dies here, so not even a delivery in flight has a reason to be repeated.
     again = {g: [b["id"] for _, b in d] for g, d in got.items() if len(d) != 1}
@@ -277,7 +238,7 @@ def test_backend_faults_during_a_storm_every_page_by_its_deadline_then_recovery(
     tempo_port = free_port()  # nothing listens here until the recovery
     tempo: TempoDouble | None = None
     window = SlackWindow(slack, SLACK_WINDOW_S, SLACK_RETRY_AFTER_S)
-    pager = TimedPager()
+    pager = Pager()
     redis = RedisServer(tmp_path / "redis").start()
     urls = {
         "prometheus": prom.url,

@@ -45,14 +45,9 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _lint(tree: Path) -> list:
-    inputs = read_inputs([str(tree)], None)  # type: ignore[arg-type]
-    return engine.lint(inputs, Config())
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_two_processes_find_what_one_finds(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    forks = []
+def _count_forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Two cores, and every fork counted (the list grows by one per fork)."""
+    forks: list[int] = []
     real_fork = os.fork
 
     def counting_fork() -> int:
@@ -61,6 +56,17 @@ def test_two_processes_find_what_one_finds(tree: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "fork", counting_fork)
+    return forks
+
+
+def _lint(tree: Path) -> list:
+    inputs = read_inputs([str(tree)], None)  # type: ignore[arg-type]
+    return engine.lint(inputs, Config())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_two_processes_find_what_one_finds(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    forks = _count_forks(monkeypatch)
     split = _lint(tree)
     assert forks, "the run did not split: the test exercises nothing"
     monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
@@ -92,15 +98,7 @@ def test_reading_split_over_two_processes_finds_what_one_finds(
     tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CLI's path: each process reads half the files, they swap them, each checks its own."""
-    forks = []
-    real_fork = os.fork
-
-    def counting_fork() -> int:
-        forks.append(1)
-        return real_fork()
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "fork", counting_fork)
+    forks = _count_forks(monkeypatch)
     inputs, _, together = split.read_and_lint([str(tree)], None, Config(), None)  # type: ignore[arg-type]
     assert len(forks) == 1
     assert [rf.path for rf in inputs.files] == sorted(str(p) for p in tree.glob("*.yml"))
