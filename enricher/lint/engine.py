@@ -11,9 +11,7 @@ with the file's configuration; cross-file checks (`check_all`) see every rule an
 
 from __future__ import annotations
 
-import os
-import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
 from types import ModuleType
@@ -111,10 +109,9 @@ def lint(
                     findings.extend(found)
         return findings
 
-    if only is not None:
-        findings = per_file([rf for rf in inputs.files if rf.path in only])
-    else:
-        findings = _parallel(per_file, inputs.files, prometheus is None)
+    findings = per_file(
+        inputs.files if only is None else [rf for rf in inputs.files if rf.path in only]
+    )
     cross = checks_for(config)
     if configs:
         ids = {
@@ -148,65 +145,6 @@ def lint(
         findings = apply_severities(findings, config, checks_for(config))
     findings.sort(key=Finding.sort_key)
     return findings
-
-
-# Below this many rules a second process costs more than it saves.
-PARALLEL_MIN_RULES = 1500
-
-
-def _parallel(
-    run: Callable[[list[RuleFile]], list[Finding]], files: list[RuleFile], allowed: bool
-) -> list[Finding]:
-    """`run(files)`, on two cores when there are many rules.
-
-    The per-rule and per-file checks are independent, so a forked child takes the second half
-    of the files (it inherits every loaded rule, nothing is copied) and sends back only its
-    findings. promtool uses more than one core too; this keeps `enricher lint` under its wall
-    time on large trees. Live mode (`--prometheus`) never forks: its HTTP session is not
-    fork-safe. If the child fails in any way the parent lints its half itself.
-    """
-    total = sum(len(rf.rules) for rf in files)
-    if not allowed or total < PARALLEL_MIN_RULES or len(files) < 2 or not _can_fork():
-        return run(files)
-    half, count = 0, 0
-    while half < len(files) - 1 and count < total / 2:
-        count += len(files[half].rules)
-        half += 1
-    mine, theirs = files[:half], files[half:]
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        return run(files)
-    if pid == 0:  # the child: lint its half, hand the findings over, exit without cleanup
-        code = 0
-        try:
-            os.close(read_fd)
-            with os.fdopen(write_fd, "wb") as out:
-                pickle.dump(run(theirs), out, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    found = run(mine)
-    with os.fdopen(read_fd, "rb") as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
-    if status == 0 and data:
-        try:
-            return found + pickle.loads(data)
-        except Exception:  # a broken hand-over: lint that half here instead
-            pass
-    return found + run(theirs)
-
-
-def _can_fork() -> bool:
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
-        return False
-    return os.environ.get("ENRICHER_LINT_JOBS", "") != "1"
 
 
 def _keeps(

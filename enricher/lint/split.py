@@ -51,7 +51,7 @@ def read_and_lint(
     """
     targets = discover(paths, stdin)
     mine, theirs = _halves(targets)
-    if prometheus is not None or not theirs or not engine._can_fork():
+    if prometheus is not None or not theirs or not _can_fork():
         inputs = finish(targets, load_targets(targets))
         configs = configs_for([rf.path for rf in inputs.files]) if configs_for else {}
         return inputs, configs, engine.lint(inputs, config, prometheus, configs, today)
@@ -78,6 +78,12 @@ def read_and_lint(
         for pipe in (from_child, to_child):
             with contextlib.suppress(OSError):  # a child that died leaves a broken pipe
                 pipe.close()
+
+
+def _can_fork() -> bool:
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return False
+    return os.environ.get("ENRICHER_LINT_JOBS", "") != "1"
 
 
 def _halves(targets: list[Target]) -> tuple[list[Target], list[Target]]:

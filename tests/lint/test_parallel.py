@@ -1,4 +1,4 @@
-"""A run split over two processes finds exactly what one process finds."""
+"""A lint run split over two processes (the CLI's) finds exactly what one process finds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from enricher.lint import engine, split
 from enricher.lint.config import Config
 from enricher.lint.loader import read_inputs
 
-RULES_PER_FILE = 450  # four files: above engine.PARALLEL_MIN_RULES
+RULES_PER_FILE = 450  # four files: above split.MIN_BYTES
 
 
 def _file(i: int) -> str:
@@ -60,37 +60,9 @@ def _count_forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _lint(tree: Path) -> list:
+    """One process, as the library is used in-process."""
     inputs = read_inputs([str(tree)], None)  # type: ignore[arg-type]
     return engine.lint(inputs, Config())
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_two_processes_find_what_one_finds(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    forks = _count_forks(monkeypatch)
-    split = _lint(tree)
-    assert forks, "the run did not split: the test exercises nothing"
-    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
-    forks.clear()
-    single = _lint(tree)
-    assert not forks
-    assert single, "the fixture holds bugs: findings expected"
-    assert {f.check for f in single} >= {"impossible", "promql", "annotations"}
-    assert split == single
-
-
-def test_a_failing_child_falls_back_to_one_process(
-    tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
-    expected = _lint(tree)
-    monkeypatch.delenv("ENRICHER_LINT_JOBS")
-
-    def broken_fork() -> int:
-        raise OSError("no more processes")
-
-    monkeypatch.setattr(os, "fork", broken_fork)
-    assert _lint(tree) == expected
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -102,9 +74,14 @@ def test_reading_split_over_two_processes_finds_what_one_finds(
     inputs, _, together = split.read_and_lint([str(tree)], None, Config(), None)  # type: ignore[arg-type]
     assert len(forks) == 1
     assert [rf.path for rf in inputs.files] == sorted(str(p) for p in tree.glob("*.yml"))
-    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
     alone = _lint(tree)
-    assert together and together == alone
+    assert alone, "the fixture holds bugs: findings expected"
+    assert {f.check for f in alone} >= {"impossible", "promql", "annotations"}
+    assert together == alone
+    monkeypatch.setenv("ENRICHER_LINT_JOBS", "1")
+    forks.clear()
+    split.read_and_lint([str(tree)], None, Config(), None)  # type: ignore[arg-type]
+    assert not forks, "ENRICHER_LINT_JOBS=1 must keep the run in one process"
 
 
 def test_reading_split_survives_a_child_that_dies(
