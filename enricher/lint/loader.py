@@ -88,7 +88,6 @@ TOP_FIELDS = frozenset(("groups",))
 GROUP_FIELDS = frozenset(
     ("name", "interval", "limit", "rules", "query_offset", "labels", "partial_response_strategy")
 )
-CRD_GROUP_FIELDS = GROUP_FIELDS
 _VERSIONED_GROUP_FIELDS = frozenset(compat.GROUP_FIELDS) | compat.THANOS_GROUP_FIELDS
 RULE_FIELDS = frozenset(
     ("record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations")
@@ -399,20 +398,18 @@ def _groups(node: yaml.Node, rf: RuleFile, *, crd: bool) -> None:
         rf.problems.append(Problem(_line(node), f"`groups` must be a list, not {_kind(node)}"))
         return
     names: dict[str, int] = {}
-    allowed = CRD_GROUP_FIELDS if crd else GROUP_FIELDS
     for gnode in node.value:
         if not isinstance(gnode, yaml.MappingNode):
             rf.problems.append(
                 Problem(_line(gnode), f"a group must be a mapping, not {_kind(gnode)}")
             )
             continue
-        _group(gnode, rf, allowed, names, crd)
+        _group(gnode, rf, names, crd)
 
 
 def _group(
     gnode: yaml.MappingNode,
     rf: RuleFile,
-    allowed: frozenset[str],
     names: dict[str, int],
     crd: bool = False,
 ) -> None:
@@ -421,7 +418,7 @@ def _group(
     name = ""
     rules_node: yaml.Node | None = None
     for key, kn, vn in items:
-        if key not in allowed:
+        if key not in GROUP_FIELDS:
             problems.append(Problem(_line(kn), f"field {key} not found in type rulefmt.RuleGroup"))
             continue
         if key in _VERSIONED_GROUP_FIELDS and not (crd and key == "partial_response_strategy"):

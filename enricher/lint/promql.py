@@ -55,12 +55,9 @@ class Sel:
     name: str | None
     matchers: tuple[Matcher, ...]
     range: float | None = None
-    has_or: bool = False
 
     def equal(self, label: str) -> str | None:
         """The value this selector pins `label` to with `=`, if it does."""
-        if self.has_or:
-            return None
         for m in self.matchers:
             if m.name == label and m.op == "=":
                 return m.value
@@ -252,11 +249,10 @@ def parse(expr: str) -> Query:
     calls: list[Call] = []
     converter = _Converter(selectors, calls, regexes)
     root = converter.convert(_pp.parse(text))
-    for sel in selectors:
-        if sel.has_or:
-            raise ValueError('unexpected identifier "or" in label matching')
-        if regexes and sel.name is None and all(_matches_empty(m) for m in sel.matchers):
-            raise ValueError("vector selector must contain at least one non-empty matcher")
+    if regexes:
+        for sel in selectors:
+            if sel.name is None and all(_matches_empty(m) for m in sel.matchers):
+                raise ValueError("vector selector must contain at least one non-empty matcher")
     _scan_code(code, features)
     used = {c.func for c in calls} | converter.aggregations
     versioned = frozenset(n for n in used if n in compat.FUNCTIONS)
@@ -489,7 +485,9 @@ class _Converter:
             for m in matchers:
                 if m.name == "__name__" and m.op == "=":
                     name = m.value
-        sel = Sel(name, matchers, rng, bool(ms.or_matchers))
+        if ms.or_matchers:  # promql-parser's extension: no Prometheus parses it
+            raise ValueError('unexpected identifier "or" in label matching')
+        sel = Sel(name, matchers, rng)
         self.selectors.append(sel)
         return sel
 
@@ -601,7 +599,7 @@ def _call_labels(node: Call, memo: dict[int, Labels | None]) -> Labels | None:
         return NO_LABELS
     if f in ("absent", "absent_over_time"):
         arg = node.args[0] if node.args else None
-        if isinstance(arg, Sel) and not arg.has_or:
+        if isinstance(arg, Sel):
             names = frozenset(m.name for m in arg.matchers if m.op == "=" and m.name != "__name__")
             return Labels(names, frozenset(), names)
         return NO_LABELS

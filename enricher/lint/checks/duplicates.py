@@ -91,9 +91,6 @@ def _output_pins(rule: Rule) -> tuple:
     out = q.labels
     pins: set[tuple[str, str, str]] = set()
     for sel in q.selectors:
-        if sel.has_or:
-            pins.add(("", "or", sel.text()))
-            continue
         for m in sel.matchers:
             if m.name != "__name__" and m.name not in rule.labels and out.may_have(m.name):
                 pins.add(m)
@@ -114,8 +111,6 @@ def _selection(rule: Rule) -> tuple[frozenset[str], dict[str, str]]:
         for sel in q.selectors:
             if sel.name:
                 names.add(sel.name)
-            if sel.has_or:
-                continue
             for m in sel.matchers:
                 skip = m.op != "=" or m.name == "__name__"
                 if not skip and pins.setdefault(m.name, m.value) != m.value:

@@ -93,7 +93,6 @@ def _service_agrees(rule: Rule) -> list[Finding]:
     selected = [
         m
         for sel in rule.query.selectors
-        if not sel.has_or
         for m in sel.matchers
         if m.name == "service" and m.op in ("=", "=~")
     ]

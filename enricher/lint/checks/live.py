@@ -110,12 +110,7 @@ def _selectors(node: Node) -> list[Sel]:
 
 
 def _raw(sel: Sel, ctx: Context) -> bool:
-    return (
-        bool(sel.name)
-        and not sel.has_or
-        and not ctx.recorded(sel.name)
-        and (sel.name not in _SYNTHETIC)
-    )
+    return bool(sel.name) and not ctx.recorded(sel.name) and (sel.name not in _SYNTHETIC)
 
 
 def _missing(rule: Rule, sel: Sel, live: Live) -> Finding:

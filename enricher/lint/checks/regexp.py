@@ -145,7 +145,7 @@ def _conflicts(rule: Rule, sel: Sel) -> list[Finding]:
     """`job="a"` with `job=~"b.*"` (or `job!~"a|b"`) in one selector: it selects nothing."""
     out: list[Finding] = []
     pinned = [m for m in sel.matchers if m.op == "="]
-    if not pinned or sel.has_or:
+    if not pinned:
         return out
     for m in sel.matchers:
         if m.op not in ("=~", "!~"):

@@ -145,8 +145,6 @@ def _relabelled(node: Node) -> frozenset[str]:
 def _pins(node: Node) -> dict[str, str]:
     """Labels every series of `node` carries with a known value (`{job="api"}`)."""
     if isinstance(node, Sel):
-        if node.has_or:
-            return {}
         return {m.name: m.value for m in node.matchers if m.op == "=" and m.name != "__name__"}
     if isinstance(node, Sub):
         return _pins(node.expr)
