@@ -91,10 +91,6 @@ SYNTAX: dict[str, tuple[str, Since]] = {
         "a (?<name>...) regexp group (Go 1.22 syntax)",
         Since((2, 51)),
     ),
-    "or-matchers": (
-        "`or` between label matchers inside one selector",
-        Since((99, 0)),
-    ),
 }
 
 # Rule-file fields newer than 2.0 (a group field, or a Thanos one).
