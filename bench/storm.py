@@ -2,8 +2,8 @@
 
     python bench/storm.py [--duration 20] [--connections 64] [--profile]
 
-Cases: SQLite with one process; Redis (appendonly yes, appendfsync always) with one process and
-with `--processes 2`. (SQLite belongs to one process: two processes need Redis.) Debian's
+Cases: SQLite and Redis (appendonly yes, appendfsync always), each with one process and with
+`--processes 2` (two processes on one SQLite directory take turns writing). Debian's
 `wrk` posts for `--duration` seconds, every post a new notification (its Lua script gives each
 a unique groupKey: a repeated body would only exercise the duplicate path). The service runs
 with no notifiers, so "paged" means the whole pipeline ran (job claimed, gathered, analysed,
@@ -227,7 +227,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="py-spy one service process")
-    ap.add_argument("--only", help="run one case: sqlite-1, redis-1 or redis-2")
+    ap.add_argument("--only", help="run one case: sqlite-1, sqlite-2, redis-1 or redis-2")
     ap.add_argument(
         "--backends-ms",
         type=float,
@@ -252,7 +252,12 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    cases = [("sqlite-1", "sqlite", 1), ("redis-1", "redis", 1), ("redis-2", "redis", 2)]
+    cases = [
+        ("sqlite-1", "sqlite", 1),
+        ("sqlite-2", "sqlite", 2),
+        ("redis-1", "redis", 1),
+        ("redis-2", "redis", 2),
+    ]
     results = []
     for name, backend, processes in cases:
         if args.only and name != args.only:

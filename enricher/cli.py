@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="run N service processes on one socket (needs store.backend: redis)",
+        help="run N service processes on one socket and one store (SQLite or Redis)",
     )
     serve.set_defaults(func=_serve)
 

@@ -61,10 +61,11 @@ class Service:
         notifiers: list[Notifier] | None = None,
         gatherer: Gatherer | None = None,
         analyser: Analyser | None = None,
+        shared_store: bool = False,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store: SQLiteStore = make_store(config, self.metrics.committed)
+        self.store: SQLiteStore = make_store(config, self.metrics.committed, shared_store)
         self.notifiers = notifiers if notifiers is not None else build_notifiers(config)
         self.evidence: EvidenceGatherer | None = None
         if gatherer is None and config.sources.any_configured:
@@ -360,9 +361,10 @@ async def serve(
     config: Config, stop: asyncio.Event | None = None, sock: socket.socket | None = None
 ) -> None:
     """Run the service until `stop` (or SIGTERM/SIGINT). `sock`: a listening socket shared
-    with sibling processes (`enricher serve --processes N`), instead of binding `listen`."""
+    with sibling processes (`enricher serve --processes N`), instead of binding `listen`;
+    those siblings share the store too."""
     raise_open_file_limit()
-    app = create_app(config)
+    app = create_app(config, shared_store=sock is not None)
     svc = app[SERVICE]
     runner = web.AppRunner(
         app,

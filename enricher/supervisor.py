@@ -4,8 +4,11 @@ Why pre-fork: one Python process acknowledges and pages on one core. The parent 
 socket once and forks N children that each run the whole service (intake, workers, outbox)
 and accept on the inherited socket; the kernel hands each connection to one of them, and no
 port is ever unbound while a child restarts. The children share nothing in memory: the
-store is the only meeting point, so this needs a store several processes can use at once
-(`store.backend: redis`), which claims idempotency keys and jobs atomically. The parent only
+store is the only meeting point, and it claims idempotency keys and jobs atomically for all
+of them. Redis is shared by nature; a SQLite directory is prepared by the parent before the
+fork (it takes the directory lock, which the children inherit, and releases a dead
+predecessor's leases), and the children's writers take turns on it (enricher/store/sqlite.py).
+SQLite's processes must be on one machine; replicas on several machines need Redis. The parent only
 supervises: it restarts a child that dies (a crash, an OOM kill) and forwards SIGTERM/SIGINT
 so every child drains in-flight work and releases its leases before the parent exits.
 """
@@ -19,6 +22,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 from enricher.config import Config
 
@@ -42,13 +46,16 @@ def run_processes(config: Config, processes: int) -> int:
     """Run `processes` service processes until SIGTERM/SIGINT; the exit code of the run."""
     from enricher.server import run
 
+    lock_fd = None
     if config.store.backend == "sqlite":
-        print(
-            "enricher: --processes needs a store several processes can share "
-            "(store.backend: redis); the SQLite store belongs to one process",
-            file=sys.stderr,
-        )
-        return 2
+        from enricher.store.base import StoreError
+        from enricher.store.sqlite import prepare_shared
+
+        try:
+            lock_fd = prepare_shared(Path(config.data_dir), config.store.synchronous)
+        except StoreError as exc:
+            print(f"enricher: cannot start: {exc}", file=sys.stderr)
+            return 1
     try:
         sock = bind(config)
     except OSError as exc:
@@ -102,4 +109,6 @@ def run_processes(config: Config, processes: int) -> int:
         log.warning("a service process died, starting another", extra={"exit": exit_code})
         spawn(slot)
     sock.close()
+    if lock_fd is not None:
+        os.close(lock_fd)
     return code

@@ -1,4 +1,4 @@
-"""Several enricher processes on one Redis: real processes, real redis-server, a counting pager.
+"""Several enricher processes on one store: real processes, real redis-server, a counting pager.
 
 An alert storm arrives from two senders posting the same notifications (as an HA pair of
 Alertmanagers does), one process is killed with SIGKILL in the middle, Redis itself is
@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import webhook_body
 from tests.realstack import REDIS_SERVER, Enricher, RedisServer, free_port, wait_until
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 
 STORM = 2000
 
@@ -142,6 +142,7 @@ def _assert_each_paged_once(pager: Pager, bodies: list[bytes]) -> None:
     assert not two_pages, f"notifications paged as two different pages: {list(two_pages)[:3]}"
 
 
+@needs_redis
 def test_storm_from_an_ha_pair_across_three_processes_with_one_killed(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis").start()
     pager = Pager()
@@ -179,6 +180,7 @@ def test_storm_from_an_ha_pair_across_three_processes_with_one_killed(tmp_path: 
         redis.stop()
 
 
+@needs_redis
 def test_redis_killed_and_restarted_mid_storm_loses_no_acknowledged_notification(
     tmp_path: Path,
 ) -> None:
@@ -213,6 +215,7 @@ def test_redis_killed_and_restarted_mid_storm_loses_no_acknowledged_notification
         redis.stop()
 
 
+@needs_redis
 def test_serve_processes_shares_one_port_and_replaces_a_dead_child(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis").start()
     pager = Pager()
@@ -248,11 +251,54 @@ def test_serve_processes_shares_one_port_and_replaces_a_dead_child(tmp_path: Pat
         redis.stop()
 
 
-def test_processes_refuse_the_sqlite_store(tmp_path: Path) -> None:
-    server = Enricher(tmp_path / "e", config={"notifiers": {"log": {"enabled": False}}})
-    server.extra_args = ["--processes", "2"]
-    with pytest.raises(RuntimeError, match="redis"):
+def test_sqlite_shared_by_processes_pages_a_storm_once_with_a_child_killed(
+    tmp_path: Path,
+) -> None:
+    """`--processes 3` on one SQLite directory: the HA pair's 2,000 notifications twice over,
+    a child SIGKILLed at a third (the supervisor starts another), every notification paged
+    as one page; a second service on the same directory is refused meanwhile."""
+    pager = Pager()
+    config = {
+        "notifiers": {"log": {"enabled": False}, "webhook": {"url": pager.url}},
+        "pipeline": {"lease": 2, "workers": 64},
+    }
+    server = Enricher(tmp_path / "e", config=config)
+    server.extra_args = ["--processes", "3"]
+    try:
         server.start()
+        children = wait_until(
+            lambda: _children(server.proc.pid) if len(_children(server.proc.pid)) == 3 else None,
+            20,
+            what="three service processes",
+        )
+        intruder = Enricher(tmp_path / "e", config=config)
+        with pytest.raises(RuntimeError, match="in use by another enricher"):
+            intruder.start()
+        bodies = _bodies("s")
+        a, b = Sender([server.port], 0), Sender([server.port], 0)
+        threads = [threading.Thread(target=s.send, args=(bodies,)) for s in (a, b)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: a.sent >= STORM // 3, 60, what="a third of the storm acknowledged")
+        os.kill(children[1], signal.SIGKILL)
+        for t in threads:
+            t.join(120)
+        assert a.sent == b.sent == STORM
+        wait_until(lambda: pager.paged() >= STORM, 90, what="every notification paged")
+        time.sleep(3)  # longer than a lease: a job taken over twice would page again by now
+        _assert_each_paged_once(pager, bodies)
+        redelivered = sum(pager.deliveries.values()) - STORM
+        assert redelivered <= 64, redelivered
+        now = _children(server.proc.pid)
+        assert len(now) == 3 and children[1] not in now, now
+        assert server.get("/readyz")["status"] == "ready"
+        print(
+            f"\nsqlite x3: {STORM} notifications x 2 senders, {a.retries + b.retries} retries "
+            f"after the kill, {redelivered} redeliveries of in-flight pages"
+        )
+    finally:
+        server.stop()
+        pager.close()
 
 
 def _children(pid: int) -> list[int]:

@@ -15,16 +15,23 @@ if TYPE_CHECKING:
 __all__ = ["JobState", "SQLiteStore", "Store", "StoreError", "make_store"]
 
 
-def make_store(config: Config, on_commit: CommitObserver | None = None) -> SQLiteStore | RedisStore:
+def make_store(
+    config: Config, on_commit: CommitObserver | None = None, shared: bool = False
+) -> SQLiteStore | RedisStore:
     """The backend `store.backend` names: SQLite in `data_dir`, or Redis at `store.redis.url`.
 
     Both implement `Store` and, beyond it, what the service also calls: `prune`,
     `add_deploy`, `deploys`, `notification_body`. The Redis client is imported only when
-    Redis is configured."""
+    Redis is configured. `shared`: this process is one of several on one SQLite directory
+    (`enricher serve --processes N`; Redis is always shared)."""
     if config.store.backend == "redis":
         from enricher.store.redis import RedisStore
 
         return RedisStore(config.store.redis, on_commit)
     return SQLiteStore(
-        Path(config.data_dir), config.store.synchronous, config.store.max_batch, on_commit
+        Path(config.data_dir),
+        config.store.synchronous,
+        config.store.max_batch,
+        on_commit,
+        shared=shared,
     )

@@ -1,8 +1,9 @@
 """Redis store: the same `Store` as SQLite, shared by several enricher processes.
 
-Why Redis, and why this layout: SQLite is one process per data directory. To scale the
-workers out (and to survive losing one host) every process must see one queue, and a job a
-dead process held must be taken up by another. Redis gives that with server-side scripts
+Why Redis, and why this layout: SQLite is shared only by the processes of one machine (one
+`--processes` service on a local disk). To scale the workers out across hosts (and to
+survive losing one) every process must see one queue over the network, and a job a dead
+process held must be taken up by another. Redis gives that with server-side scripts
 that run atomically, so no process needs a lock and a burst costs one round trip per
 operation, not one per key.
 

@@ -7,8 +7,18 @@ durable before any waiter is woken (see `_GroupCommitter`). One failing operatio
 only its savepoint; a failing commit fails the whole batch, and nothing in it is acknowledged.
 
 Reads run on a second thread with their own connection (WAL lets them proceed during writes).
-One service process owns a data directory; an exclusive lock file enforces that, which is
-also why start-up may release every lease left by a previous, dead process.
+One service owns a data directory; an exclusive lock file enforces that, which is also why
+start-up may release every lease left by a previous, dead owner.
+
+Several processes of one service (`enricher serve --processes N`) share the directory: the
+supervisor takes the directory lock and prepares the database (`prepare_shared`) before it
+forks, and each child opens the store with `shared=True`. Their writers then take turns on a
+second lock file, held from BEGIN to COMMIT. Why a lock of our own when SQLite already
+serialises writers: SQLite's busy handler waits by sleeping (1, 2, 5, 10 ... ms) and retrying,
+so two processes committing every millisecond would mostly sleep; a blocking `flock` wakes
+the waiter the moment the other commit ends, and the wait happens on the commit thread, never
+on the event loop. Jobs are claimed inside those write transactions, so a job is leased to one
+process; a dead child's jobs are taken over when their leases expire, as on Redis.
 """
 
 from __future__ import annotations
@@ -120,6 +130,66 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _release_all_leases(c: sqlite3.Connection) -> int:
+    return int(
+        c.execute(
+            "UPDATE jobs SET lease_owner=NULL, lease_expires=NULL"
+            f" WHERE lease_owner IS NOT NULL AND state NOT IN {_FINAL}"
+        ).rowcount
+    )
+
+
+def _count_open_jobs(c: sqlite3.Connection) -> int:
+    return int(c.execute(f"SELECT count(*) FROM jobs WHERE state NOT IN {_FINAL}").fetchone()[0])
+
+
+def _open_lock(data_dir: Path, name: str) -> int:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(data_dir / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot use data directory {data_dir}: {exc}") from None
+
+
+def _lock_directory(data_dir: Path) -> int:
+    """The directory lock: an open descriptor holding it, or StoreError saying it is taken."""
+    fd = _open_lock(data_dir, "enricher.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(
+            f"data directory {data_dir} is in use by another enricher process"
+        ) from None
+    return fd
+
+
+def prepare_shared(data_dir: Path, synchronous: str = "FULL") -> int:
+    """Make a directory ready for processes that share it (`SQLiteStore(shared=True)`).
+
+    Run once by the supervisor before it forks: takes the directory lock (the descriptor it
+    returns holds it; the children inherit it, so the lock stays taken while any of them
+    lives), creates or migrates the schema, and releases the leases a dead predecessor left.
+    """
+    data_dir = Path(data_dir)
+    fd = _lock_directory(data_dir)
+    try:
+        conn = _connect(data_dir / "enricher.db", synchronous)
+        try:
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+            released = _release_all_leases(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        os.close(fd)
+        raise StoreError(f"cannot open {data_dir / 'enricher.db'}: {exc}") from None
+    if released:
+        log.info("resuming unfinished jobs", extra={"released": released})
+    os.set_inheritable(fd, True)
+    return fd
+
+
 _Op = Callable[[sqlite3.Connection], Any]
 # Called after each group commit with the batch size and the COMMIT's duration in seconds.
 CommitObserver = Callable[[int, float], None]
@@ -132,6 +202,8 @@ _Item = tuple[_Op, "asyncio.Future[Any]"]
 COMPRESS_ABOVE = 4096
 # Deletes run on the event loop inside a group commit: small batches keep that commit short.
 PRUNE_BATCH = 500
+# How stale a shared store's backlog count may be (a count(*) over the open-jobs index).
+BACKLOG_REREAD_S = 0.5
 
 
 def _encode(body: bytes) -> tuple[bytes, str]:
@@ -203,8 +275,11 @@ class _GroupCommitter:
         loop: asyncio.AbstractEventLoop,
         max_batch: int,
         on_commit: CommitObserver | None = None,
+        write_lock: int | None = None,
     ) -> None:
         self.on_commit = on_commit
+        # Shared directories only: the fd of the lock sibling processes' writers take turns on.
+        self.write_lock = write_lock
         self.conn = conn
         self.loop = loop
         self.max_batch = max_batch
@@ -229,14 +304,57 @@ class _GroupCommitter:
         self.scheduled = False
         if self.committing or not self.pending:
             return
+        if self.write_lock is not None:
+            try:
+                fcntl.flock(self.write_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # A sibling is writing: wait for it on the commit thread; what arrives
+                # meanwhile joins this batch.
+                self.committing = True
+                wait = self.loop.run_in_executor(
+                    self._pool, fcntl.flock, self.write_lock, fcntl.LOCK_EX
+                )
+                wait.add_done_callback(self._locked)
+                return
+            except OSError as exc:
+                self._fail_pending(f"cannot take the write lock: {exc}")
+                return
+        self._begin()
+
+    def _locked(self, f: asyncio.Future[None]) -> None:
+        self.committing = False
+        exc = f.exception()
+        if exc is not None:
+            self._fail_pending(f"cannot take the write lock: {exc}")
+            return
+        self._begin()
+
+    def _fail_pending(self, why: str) -> None:
+        items = self.pending[: self.max_batch]
+        del self.pending[: self.max_batch]
+        self._finish(items, [(False, StoreError(why))] * len(items))
+        self._reschedule()
+
+    def _unlock(self) -> None:
+        if self.write_lock is not None:
+            fcntl.flock(self.write_lock, fcntl.LOCK_UN)
+
+    def _reschedule(self) -> None:
+        if self.pending and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _begin(self) -> None:
         items = self.pending[: self.max_batch]
         del self.pending[: self.max_batch]
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self._unlock()
             self._finish(
                 items, [(False, StoreError(f"cannot begin a transaction: {exc}"))] * len(items)
             )
+            self._reschedule()
             return
         results = self._run_ops(items)
         self.committing = True
@@ -269,6 +387,8 @@ class _GroupCommitter:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
             raise StoreError(f"commit failed: {exc}") from None
+        finally:
+            self._unlock()
 
     def _committed(
         self, items: list[_Item], results: list[tuple[bool, Any]], f: asyncio.Future[None]
@@ -278,9 +398,7 @@ class _GroupCommitter:
             self.on_commit(len(items), time.perf_counter() - self._commit_started)
         exc = f.exception()
         self._finish(items, results if exc is None else [(False, exc)] * len(items))
-        if self.pending and not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self._flush)
+        self._reschedule()
 
     def _finish(self, items: list[_Item], results: list[tuple[bool, Any]]) -> None:
         _resolve([(it[1], r) for it, r in zip(items, results, strict=True)])
@@ -312,64 +430,60 @@ class SQLiteStore:
         synchronous: str = "FULL",
         max_batch: int = 512,
         on_commit: CommitObserver | None = None,
+        shared: bool = False,
     ) -> None:
         self.on_commit = on_commit
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / "enricher.db"
         self.synchronous = synchronous
         self.max_batch = max_batch
+        # One of several processes on a directory `prepare_shared` made ready (see the
+        # module docstring): no directory lock, no lease release, writers take turns.
+        self.shared = shared
         self._writer: _GroupCommitter | None = None
         self._reader: _Reader | None = None
         self._lock_fd: int | None = None
         self._open_jobs = 0
+        self._backlog_read_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data_dir / "enricher.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot use data directory {self.data_dir}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(
-                f"data directory {self.data_dir} is in use by another enricher process"
-            ) from None
+        if self.shared:
+            # Our own descriptor (not one inherited from the supervisor): flock locks belong
+            # to an open file, and siblings sharing one would never exclude each other.
+            fd = _open_lock(self.data_dir, "enricher.write.lock")
+        else:
+            fd = _lock_directory(self.data_dir)
         self._lock_fd = fd
         loop = asyncio.get_running_loop()
         try:
             wconn = _connect(self.path, self.synchronous)
-            wconn.executescript(SCHEMA)
-            _migrate(wconn)
+            if not self.shared:  # shared: prepare_shared did this before the fork
+                wconn.executescript(SCHEMA)
+                _migrate(wconn)
             rconn = _connect(self.path, self.synchronous)
         except sqlite3.Error as exc:
+            os.close(fd)
+            self._lock_fd = None
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         # SQLite's own checkpoint (every 1000 pages, inside the commit that crosses it) keeps
         # the WAL bounded under sustained writes; a background checkpointer never catches up
         # with a busy writer, and the WAL then grows without limit (seen: 1.4 GB in 30 s).
         wconn.execute("PRAGMA journal_size_limit=67108864")
-        self._writer = _GroupCommitter(wconn, loop, self.max_batch, self.on_commit)
+        self._writer = _GroupCommitter(
+            wconn, loop, self.max_batch, self.on_commit, fd if self.shared else None
+        )
         self._reader = _Reader(rconn, loop)
         self._reader.start()
-        # This process owns the directory (lock above): leases of a dead predecessor are void.
-        released = await self._write(
-            lambda c: (
-                c.execute(
-                    f"UPDATE jobs SET lease_owner=NULL, lease_expires=NULL "
-                    f"WHERE lease_owner IS NOT NULL AND state NOT IN {_FINAL}"
-                ).rowcount
-            )
-        )
-        if released:
-            log.info("resuming unfinished jobs", extra={"released": released})
-        self._open_jobs = await self._read(
-            lambda c: c.execute(
-                f"SELECT count(*) FROM jobs WHERE state NOT IN {_FINAL}"
-            ).fetchone()[0]
-        )
+        if not self.shared:
+            # This process owns the directory (lock above): leases of a dead predecessor are
+            # void. (Shared: the supervisor released them before the fork; a sibling's
+            # leases are live, and a dead sibling's expire.)
+            released = await self._write(_release_all_leases)
+            if released:
+                log.info("resuming unfinished jobs", extra={"released": released})
+        self._open_jobs = await self._read(_count_open_jobs)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -435,6 +549,12 @@ class SQLiteStore:
         return result
 
     async def backlog(self) -> int:
+        """Unfinished jobs. One process counts them as it goes; siblings sharing a directory
+        finish each other's jobs, so each re-reads the count, at most every half second."""
+        if self.shared and time.monotonic() - self._backlog_read_at > BACKLOG_REREAD_S:
+            self._backlog_read_at = time.monotonic()
+            with contextlib.suppress(StoreError):
+                self._open_jobs = await self._read(_count_open_jobs)
         return self._open_jobs
 
     # -- jobs ---------------------------------------------------------------------------------
