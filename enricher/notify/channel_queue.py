@@ -9,7 +9,11 @@ cancelled waiter simply leaves the queue.
 Spacing is between the starts of two requests. A 429 pauses the channel for its Retry-After
 (every queued send waits until then) and doubles the channel's spacing, which then decays
 back towards `min_interval` with each accepted request: a `min_interval` set below Slack's
-real limit would otherwise cost one Retry-After pause per message.
+real limit would otherwise cost one Retry-After pause per message. Only a 429 after an
+accepted request doubles it: a 429 to the request after another 429 says only that Slack is
+still refusing, not that our pace is too fast (a minute-long limit would otherwise drive the
+spacing to its cap and leave a backlog draining at one message per MAX_SPACING long after
+Slack is willing again).
 """
 
 from __future__ import annotations
@@ -34,14 +38,20 @@ class Lane:
         self.spacing = min_interval
         self.next_at = 0.0
         self.paused_until = 0.0
+        # The last answer was a 429 (no request accepted since).
+        self.refused = False
 
     def pause(self, seconds: float, now: float) -> None:
         """Hold every send to this channel for `seconds` (a 429's Retry-After)."""
         self.paused_until = max(self.paused_until, now + seconds)
+        if self.refused:  # still refusing since the last 429: our pace is not the cause
+            return
+        self.refused = True
         cap = max(self.min_interval, MAX_SPACING)
         self.spacing = min(cap, max(self.spacing * 2, MIN_BACKOFF_SPACING, self.min_interval))
 
     def accepted(self) -> None:
+        self.refused = False
         self.spacing = max(self.min_interval, self.spacing * DECAY)
 
 

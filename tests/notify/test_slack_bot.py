@@ -608,6 +608,31 @@ async def test_queue_turns_are_fifo_and_spaced() -> None:
     assert min(gaps) >= 0.045, gaps
 
 
+async def test_only_a_429_after_an_accepted_request_slows_the_channel_down() -> None:
+    now = [100.0]
+    q = ChannelQueue(0.0, clock=lambda: now[0])
+
+    async def refused(retry_after: float) -> None:
+        async with q.turn("C1") as lane:
+            lane.pause(retry_after, now[0])
+
+    async with q.turn("C1") as lane:
+        lane.accepted()
+    await refused(4)  # a request at our pace refused: back off
+    spacing = q.lane("C1").spacing
+    assert spacing > 0
+    for _ in range(15):  # a minute of 429s: each request after the pause refused too
+        now[0] = q.lane("C1").paused_until
+        await refused(4)
+    assert q.lane("C1").spacing == spacing
+    now[0] = q.lane("C1").paused_until
+    async with q.turn("C1") as lane:  # Slack takes the probe again
+        lane.accepted()
+    now[0] = q.lane("C1").next_at
+    await refused(1)  # the next one, sent at our pace, is refused: back off further
+    assert q.lane("C1").spacing > spacing
+
+
 async def test_a_channel_name_and_its_id_share_one_queue() -> None:
     q = ChannelQueue(1.0)
     lane = q.lane("#payments-oncall")
