@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,32 @@ def _assert_each_paged_once(pager: Pager, bodies: list[bytes]) -> None:
     assert not two_pages, f"notifications paged as two different pages: {list(two_pages)[:3]}"
 
 
+def _storm_with_a_kill(
+    ports: list[int], pager: Pager, run: str, kill: Callable[[], None]
+) -> tuple[int, int]:
+    """The HA pair posts the storm, `kill` runs once a third is acknowledged; every
+    notification must be paged as one page. Returns the senders' retries and the
+    redeliveries the pager saw."""
+    bodies = _bodies(run)
+    a, b = Sender(ports, 0), Sender(ports, 1)
+    threads = [threading.Thread(target=s.send, args=(bodies,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: a.sent >= STORM // 3, 60, what="a third of the storm acknowledged")
+    kill()
+    for t in threads:
+        t.join(120)
+    assert a.sent == b.sent == STORM
+    wait_until(lambda: pager.paged() >= STORM, 90, what="every notification paged")
+    time.sleep(3)  # longer than a lease: a job taken over twice would page again by now
+    _assert_each_paged_once(pager, bodies)
+    redelivered = sum(pager.deliveries.values()) - STORM
+    # Only a delivery in flight in the killed process can reach the pager twice (it
+    # carries the same Idempotency-Key, which receivers deduplicate on).
+    assert redelivered <= 64, redelivered
+    return a.retries + b.retries, redelivered
+
+
 @needs_redis
 def test_storm_from_an_ha_pair_across_three_processes_with_one_killed(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis").start()
@@ -152,25 +179,9 @@ def test_storm_from_an_ha_pair_across_three_processes_with_one_killed(tmp_path: 
         for p in procs:
             p.start()
         ports = [p.port for p in procs]
-        bodies = _bodies("a")
-        a, b = Sender(ports, 0), Sender(ports, 1)
-        threads = [threading.Thread(target=s.send, args=(bodies,)) for s in (a, b)]
-        for t in threads:
-            t.start()
-        wait_until(lambda: a.sent >= STORM // 3, 60, what="a third of the storm acknowledged")
-        procs[2].kill9()
-        for t in threads:
-            t.join(120)
-        assert a.sent == b.sent == STORM
-        wait_until(lambda: pager.paged() >= STORM, 90, what="every notification paged")
-        time.sleep(3)  # longer than a lease: a job taken over twice would page again by now
-        _assert_each_paged_once(pager, bodies)
-        redelivered = sum(pager.deliveries.values()) - STORM
-        # Only a delivery in flight in the killed process can reach the pager twice (it
-        # carries the same Idempotency-Key, which receivers deduplicate on).
-        assert redelivered <= 64, redelivered
+        retries, redelivered = _storm_with_a_kill(ports, pager, "a", procs[2].kill9)
         print(
-            f"\nstorm: {STORM} notifications x 2 senders, {a.retries + b.retries} retries after "
+            f"\nstorm: {STORM} notifications x 2 senders, {retries} retries after "
             f"the kill, {redelivered} redeliveries of in-flight pages"
         )
     finally:
@@ -274,26 +285,14 @@ def test_sqlite_shared_by_processes_pages_a_storm_once_with_a_child_killed(
         intruder = Enricher(tmp_path / "e", config=config)
         with pytest.raises(RuntimeError, match="in use by another enricher"):
             intruder.start()
-        bodies = _bodies("s")
-        a, b = Sender([server.port], 0), Sender([server.port], 0)
-        threads = [threading.Thread(target=s.send, args=(bodies,)) for s in (a, b)]
-        for t in threads:
-            t.start()
-        wait_until(lambda: a.sent >= STORM // 3, 60, what="a third of the storm acknowledged")
-        os.kill(children[1], signal.SIGKILL)
-        for t in threads:
-            t.join(120)
-        assert a.sent == b.sent == STORM
-        wait_until(lambda: pager.paged() >= STORM, 90, what="every notification paged")
-        time.sleep(3)  # longer than a lease: a job taken over twice would page again by now
-        _assert_each_paged_once(pager, bodies)
-        redelivered = sum(pager.deliveries.values()) - STORM
-        assert redelivered <= 64, redelivered
+        retries, redelivered = _storm_with_a_kill(
+            [server.port], pager, "s", lambda: os.kill(children[1], signal.SIGKILL)
+        )
         now = _children(server.proc.pid)
         assert len(now) == 3 and children[1] not in now, now
         assert server.get("/readyz")["status"] == "ready"
         print(
-            f"\nsqlite x3: {STORM} notifications x 2 senders, {a.retries + b.retries} retries "
+            f"\nsqlite x3: {STORM} notifications x 2 senders, {retries} retries "
             f"after the kill, {redelivered} redeliveries of in-flight pages"
         )
     finally:
