@@ -345,17 +345,14 @@ class _GroupCommitter:
             self.loop.call_soon(self._flush)
 
     def _begin(self) -> None:
-        items = self.pending[: self.max_batch]
-        del self.pending[: self.max_batch]
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._unlock()
-            self._finish(
-                items, [(False, StoreError(f"cannot begin a transaction: {exc}"))] * len(items)
-            )
-            self._reschedule()
+            self._fail_pending(f"cannot begin a transaction: {exc}")
             return
+        items = self.pending[: self.max_batch]
+        del self.pending[: self.max_batch]
         results = self._run_ops(items)
         self.committing = True
         self._commit_started = time.perf_counter()

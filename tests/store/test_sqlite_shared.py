@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,35 @@ async def test_a_restarted_supervisor_resumes_the_jobs_its_children_held(tmp_pat
         await s.close()
     finally:
         os.close(fd)
+
+
+class _BeginFailsOnce:
+    """The writer's connection, refusing its next BEGIN (as a full disk or an I/O error
+    would)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.failed = conn, False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "BEGIN IMMEDIATE" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_a_failed_begin_fails_its_batch_and_gives_the_write_lock_back(shared_dir):
+    a, b = await opened(shared_dir)
+    try:
+        assert a._writer is not None
+        a._writer.conn = _BeginFailsOnce(a._writer.conn)  # type: ignore[assignment]
+        with pytest.raises(StoreError, match="cannot begin a transaction: disk I/O error"):
+            await a.accept(note("lost"))
+        # The lock is free again: the sibling writes, and so does `a` on its next batch.
+        assert not (await asyncio.wait_for(b.accept(note("b")), 5)).duplicate
+        assert not (await a.accept(note("lost"))).duplicate  # not stored the first time
+    finally:
+        await a.close()
+        await b.close()
